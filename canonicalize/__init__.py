@@ -1,0 +1,37 @@
+"""canonicalize: find a network's symmetries from its graph and remove them.
+
+The ground floor of funcspace, usable on its own (torch, torch.fx, scipy, geoopt):
+
+- :func:`symmetries` discovers which units share a permutation, a positive scale or a sign;
+- :func:`canonical_form` returns the unique representative of the model's symmetry class;
+- :func:`normalize` removes positive scales only (the toroids paper's normalization);
+- :func:`align` permutes (and sign-flips) one network's units to match another's;
+- :func:`to_torus` maps a network to a point of a product of spheres, and
+  :func:`geodesic_distance` measures how far apart two symmetry classes are;
+- :func:`random_transform` applies a random element of the group (for tests and checks).
+"""
+
+from .align import align
+from .canonical import canonical_form, normalize
+from .discover import SUPPORTED_LAYERS, symmetries
+from .errors import SymmetryError
+from .group import random_transform
+from .layers import Sign
+from .spec import SymmetrySpec
+from .torus import SphereBlock, TorusPoint, geodesic_distance, to_torus
+
+__all__ = [
+    "SUPPORTED_LAYERS",
+    "Sign",
+    "SymmetryError",
+    "SphereBlock",
+    "SymmetrySpec",
+    "TorusPoint",
+    "align",
+    "canonical_form",
+    "geodesic_distance",
+    "normalize",
+    "random_transform",
+    "symmetries",
+    "to_torus",
+]

@@ -1,0 +1,314 @@
+"""Align one network to another: permute (and sign-flip) hidden units to match a reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, fx, nn
+
+from .canonical import canonicalize_state
+from .discover import symmetries, trace
+from .errors import SymmetryError
+from .spec import SymmetrySpec
+from .transform import (
+    State,
+    available,
+    permute_group,
+    rebuild,
+    scale_units,
+    schedule,
+    site_rows,
+    to_float64,
+    unit_matrix,
+)
+from .validate import check_input, check_model, check_same_architecture
+from .verify import check_outputs
+
+Method = Literal["cosine", "weights", "activations"]
+_METHODS = ("cosine", "weights", "activations")
+
+
+def align(
+    model: nn.Module,
+    reference: nn.Module,
+    example_input: Tensor,
+    method: Method = "cosine",
+    data: Tensor | tuple[Tensor, ...] | None = None,
+    *,
+    max_iter: int = 100,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> nn.Module:
+    """Permute (and, where the symmetry allows, sign-flip) ``model``'s units to match ``reference``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network to move (left untouched).
+    reference : nn.Module
+        The network to match; same architecture as ``model``.
+    example_input : Tensor
+        A batch of inputs, used to trace both models and to check the result.
+    method : {"cosine", "weights", "activations"}
+        ``"cosine"``: the toroids paper's procedure: both networks normalized (positive scales
+        removed), then layer by layer from the input a Hungarian assignment maximizing the
+        summed cosine similarity of the units' incoming vectors; units with a sign symmetry
+        are matched on the absolute cosine and flipped where it is negative.
+        ``"weights"``: weight matching (git re-basin): coordinate descent over the groups in
+        random order, each assignment maximizing the summed inner products of every tensor
+        that touches the group (incoming rows, outgoing columns, BatchNorm parameters and
+        statistics), until no assignment changes or ``max_iter`` passes.
+        ``"activations"``: the correlation of the units' activations on ``data``, summed over
+        every graph node that carries the units (pre- and post-activation).
+    data : Tensor or tuple, optional
+        Inputs for ``"activations"`` (a tuple's first element is used); default
+        ``example_input``.
+    max_iter : int
+        Passes of coordinate descent for ``"weights"``.
+    seed : int
+        Seed of the group order in ``"weights"``.
+    batch_size : int
+        Inputs per forward pass for ``"activations"``.
+
+    Returns
+    -------
+    nn.Module
+        A copy of ``model`` with units permuted (and signs flipped); it computes the same
+        function as ``model`` (checked on ``example_input``). Scales are left as they were:
+        normalize both networks first to compare them on the torus.
+
+    Raises
+    ------
+    SymmetryError
+        If the architectures differ (the message says where), or for unsupported models.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    >>> x = torch.randn(8, 3)
+    >>> shuffled = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    >>> perm = torch.tensor([3, 0, 4, 1, 2])
+    >>> _ = shuffled[0].weight.data.copy_(net[0].weight[perm])
+    >>> _ = shuffled[0].bias.data.copy_(net[0].bias[perm])
+    >>> _ = shuffled[2].weight.data.copy_(net[2].weight[:, perm])
+    >>> _ = shuffled[2].bias.data.copy_(net[2].bias)
+    >>> torch.equal(align(shuffled, net, x, method="weights")[0].weight, net[0].weight)
+    True
+    """
+    if method not in _METHODS:
+        raise SymmetryError(f"method must be one of {_METHODS}, got {method!r}")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise SymmetryError(f"max_iter must be a positive integer, got {max_iter!r}")
+    check_model(model, "model")
+    check_model(reference, "reference")
+    check_same_architecture(model, reference)
+    spec = symmetries(model, example_input)
+    _check_same_symmetries(spec, symmetries(reference, example_input))
+    x = check_input(model, example_input)
+    state, ref = to_float64(model), to_float64(reference)
+    if method == "weights":
+        _match_weights(state, ref, spec, max_iter, seed)
+    elif method == "cosine":
+        _match_cosine(state, ref, spec)
+    else:
+        inputs = example_input if data is None else data
+        if isinstance(inputs, (tuple, list)):
+            inputs = inputs[0]
+        inputs = check_input(model, inputs)
+        _match_activations(model, reference, inputs, state, spec, batch_size)
+    new = rebuild(model, state)
+    check_outputs(model, new, x, what=f"align(method={method!r})")
+    return new
+
+
+def _check_same_symmetries(a: SymmetrySpec, b: SymmetrySpec) -> None:
+    if [g.size for g in a.groups] != [g.size for g in b.groups] or [
+        (s.magnitude, s.sign) for s in a.scales
+    ] != [(s.magnitude, s.sign) for s in b.scales]:
+        raise SymmetryError(
+            "model and reference have the same tensors but different symmetry groups "
+            "(their graphs differ, e.g. other activations); align needs one architecture"
+        )
+
+
+def _sign_classes(spec: SymmetrySpec, group: int) -> dict[tuple[str, int], set[int]]:
+    """For each (tensor, dim) along the group's axis, the sign-free classes that flip it."""
+    flips: dict[tuple[str, int], set[int]] = {}
+    for cls in spec.scales:
+        if cls.group != group or not cls.sign:
+            continue
+        touched = [(row, 0) for i in cls.sites for row in spec.sites[i].rows]
+        touched += [(column.tensor, 1) for column in cls.columns]
+        for absorb in cls.absorbs:
+            bn = spec.batchnorms[absorb.batchnorm]
+            if bn.affine:
+                touched.append((f"{bn.name}.weight", 0))
+            if bn.tracked:
+                touched.append((f"{bn.name}.running_mean", 0))
+        for key in touched:
+            flips.setdefault(key, set()).add(cls.index)
+    return flips
+
+
+def _assign(plain: Tensor, signed: dict[int, Tensor]) -> tuple[Tensor, dict[int, Tensor]]:
+    """Hungarian assignment on plain + sum |signed|; returns perm and the sign of each class."""
+    cost = plain.clone()
+    for matrix in signed.values():
+        cost += matrix.abs()
+    _, cols = linear_sum_assignment(cost.cpu().numpy(), maximize=True)
+    perm = torch.as_tensor(cols, dtype=torch.long)
+    rows = torch.arange(len(perm))
+    signs = {
+        k: torch.where(matrix.cpu()[rows, perm] < 0, -1.0, 1.0).to(torch.float64)
+        for k, matrix in signed.items()
+    }
+    return perm, signs
+
+
+def _apply(
+    states: list[State], spec: SymmetrySpec, group: int, perm: Tensor, signs: dict[int, Tensor]
+) -> bool:
+    """Apply a permutation and sign flips to every state; whether anything changed."""
+    changed = bool((perm != torch.arange(len(perm))).any())
+    for state in states:
+        if changed:
+            permute_group(state, spec, group, perm)
+        for k, s in signs.items():
+            if (s < 0).any():
+                scale_units(state, spec, k, s)
+    return changed or any(bool((s < 0).any()) for s in signs.values())
+
+
+def _match_weights(state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    flips = {g.index: _sign_classes(spec, g.index) for g in spec.groups}
+    for _ in range(max_iter):
+        changed = False
+        for g in rng.permutation(len(spec.groups)):
+            group = spec.groups[int(g)]
+            n = group.size
+            plain = torch.zeros(n, n, dtype=torch.float64)
+            signed: dict[int, Tensor] = {}
+            for axis in group.axes:
+                a = unit_matrix(ref[axis.tensor], axis.dim, axis.block)
+                b = unit_matrix(state[axis.tensor], axis.dim, axis.block)
+                product = (a @ b.T).cpu()
+                classes = flips[group.index].get((axis.tensor, axis.dim), set())
+                if not classes:
+                    plain += product
+                elif len(classes) == 1:
+                    k = next(iter(classes))
+                    signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + product
+            perm, signs = _assign(plain, signed)
+            changed |= _apply([state], spec, group.index, perm, signs)
+        if not changed:
+            return
+
+
+def _match_cosine(state: State, ref: State, spec: SymmetrySpec) -> None:
+    unit_state = {k: v.clone() for k, v in state.items()}
+    unit_ref = {k: v.clone() for k, v in ref.items()}
+    canonicalize_state(unit_state, spec, order=False, signs=False)
+    canonicalize_state(unit_ref, spec, order=False, signs=False)
+    processed: set[int] = set()
+    for step, g, _ in schedule(spec):
+        if step != "order":
+            continue
+        group = spec.groups[g]
+        usable = [i for i in group.sites if available(spec.sites[i], processed)]
+        plain = torch.zeros(group.size, group.size, dtype=torch.float64)
+        signed: dict[int, Tensor] = {}
+        by_class: dict[int | None, list[int]] = {}
+        for i in usable:
+            k = spec.sites[i].scale
+            sign_free = k is not None and spec.scale_class(k).sign
+            by_class.setdefault(k if sign_free else None, []).append(i)
+        for k, sites in by_class.items():
+            cosine = _cosine(site_rows(unit_ref, spec, sites), site_rows(unit_state, spec, sites))
+            if k is None:
+                plain += cosine
+            else:
+                signed[k] = cosine
+        perm, signs = _assign(plain, signed)
+        _apply([state, unit_state], spec, g, perm, signs)
+        processed.add(g)
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    return (a @ b.T).cpu()
+
+
+class _Recorder(fx.Interpreter):
+    """Runs a traced model and keeps the outputs of the named nodes."""
+
+    def __init__(self, gm: fx.GraphModule, names: set[str]) -> None:
+        super().__init__(gm)
+        self.names = names
+        self.seen: dict[str, Tensor] = {}
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        if n.name in self.names:
+            self.seen[n.name] = result
+        return result
+
+
+def _batches(x: Tensor, size: int) -> Iterator[Tensor]:
+    yield from x.split(size)
+
+
+def _units_last(t: Tensor) -> Tensor:
+    """(N, C, ...) -> (N * ..., C): every position is a sample of the channel."""
+    return t.movedim(1, -1).reshape(-1, t.shape[1]).to(torch.float64)
+
+
+def _match_activations(
+    model: nn.Module,
+    reference: nn.Module,
+    data: Tensor,
+    state: State,
+    spec: SymmetrySpec,
+    batch_size: int,
+) -> None:
+    gm, gm_ref = trace(model, data[:1]), trace(reference, data[:1])
+    names = {name for g in spec.groups for name, _ in g.nodes}
+    sums: dict[str, list[Tensor]] = {}
+    count: dict[str, int] = {}
+    with torch.no_grad():
+        for batch in _batches(data, batch_size):
+            mine, theirs = _Recorder(gm, names), _Recorder(gm_ref, names)
+            mine.run(batch)
+            theirs.run(batch)
+            for name in names:
+                b, a = _units_last(mine.seen[name]), _units_last(theirs.seen[name])
+                parts = [a.sum(0), b.sum(0), (a * a).sum(0), (b * b).sum(0), a.T @ b]
+                if name in sums:
+                    sums[name] = [s + p for s, p in zip(sums[name], parts, strict=True)]
+                else:
+                    sums[name] = parts
+                count[name] = count.get(name, 0) + a.shape[0]
+    for group in spec.groups:
+        n = group.size
+        plain = torch.zeros(n, n, dtype=torch.float64)
+        signed: dict[int, Tensor] = {}
+        for name, k in group.nodes:
+            sa, sb, saa, sbb, sab = sums[name]
+            m = count[name]
+            cov = sab / m - torch.outer(sa / m, sb / m)
+            std_a = (saa / m - (sa / m) ** 2).clamp_min(0).sqrt()
+            std_b = (sbb / m - (sb / m) ** 2).clamp_min(0).sqrt()
+            corr = cov / torch.outer(std_a, std_b).clamp_min(1e-12)
+            if k is not None and spec.scale_class(k).sign:
+                signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + corr
+            else:
+                plain += corr
+        perm, signs = _assign(plain, signed)
+        _apply([state], spec, group.index, perm, signs)

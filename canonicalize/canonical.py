@@ -1,0 +1,183 @@
+"""Canonical form: the unique representative of a model's symmetry class."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .discover import symmetries
+from .errors import SymmetryError
+from .spec import SymmetrySpec
+from .transform import (
+    State,
+    fold_biases,
+    permute_group,
+    rebuild,
+    scale_units,
+    schedule,
+    site_rows,
+    to_float64,
+)
+from .validate import check_input
+from .verify import check_outputs
+
+Output = Literal["preserve", "normalize"]
+
+_KEY_SEED = 1_000_003
+
+
+def key_direction(length: int, device: torch.device | str = "cpu") -> Tensor:
+    """The fixed random direction (float64, seeded by its length) that orders and signs units."""
+    generator = torch.Generator().manual_seed(_KEY_SEED + length)
+    return torch.randn(length, generator=generator, dtype=torch.float64).to(device)
+
+
+def canonicalize_state(
+    state: State,
+    spec: SymmetrySpec,
+    output: Output = "preserve",
+    *,
+    order: bool = True,
+    signs: bool = True,
+) -> float:
+    """Bring a float64 state to canonical form in place; returns the output's global factor.
+
+    Layer by layer from the input (see :func:`~canonicalize.transform.schedule`): each scale
+    class gets unit norm (when its magnitude is free) and the sign that makes the projection of
+    its incoming vector on a fixed random direction positive (when its sign is free); then its
+    group is sorted by that projection. ``order=False`` and ``signs=False`` skip sorting and the
+    sign choice (plain normalization).
+    """
+    fold_biases(state, spec)
+    for step, index, sites in schedule(spec):
+        rows = site_rows(state, spec, sites)
+        direction = key_direction(rows.shape[1], rows.device)
+        if step == "order":
+            if order:
+                perm = torch.argsort(rows @ direction, stable=True)
+                permute_group(state, spec, index, perm)
+            continue
+        cls = spec.scale_class(index)
+        factor = torch.ones(rows.shape[0], dtype=rows.dtype, device=rows.device)
+        if cls.magnitude:
+            norms = rows.norm(dim=1)
+            factor = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), factor)
+        if cls.sign and signs:
+            factor = factor * torch.where(rows @ direction < 0, -1.0, 1.0).to(rows.dtype)
+        if cls.magnitude or (cls.sign and signs):
+            scale_units(state, spec, index, factor)
+    if output == "preserve":
+        return 1.0
+    if spec.output_scale is None:
+        raise SymmetryError(
+            "output='normalize' needs an output layer whose scale can be changed without "
+            "changing the predicted class: a Linear or Conv layer reaching the output through "
+            "ReLU, pooling or residual additions only; this model's output is not of that kind. "
+            "Use output='preserve'."
+        )
+    cls = spec.scale_class(spec.output_scale)
+    total = site_rows(state, spec, cls.sites).norm()
+    if total == 0:
+        raise SymmetryError("the output layer is all zeros; it cannot be normalized")
+    factor = math.sqrt(spec.output_units) / float(total)
+    scale_units(
+        state, spec, spec.output_scale, torch.full((cls.size,), factor, dtype=torch.float64)
+    )
+    return factor
+
+
+def _check_output_mode(output: str) -> None:
+    if output not in ("preserve", "normalize"):
+        raise SymmetryError(f"output must be 'preserve' or 'normalize', got {output!r}")
+
+
+def canonical_form(
+    model: nn.Module, example_input: Tensor, output: Output = "preserve"
+) -> nn.Module:
+    """The unique representative of the model's symmetry class, as a new model.
+
+    Conventions (applied layer by layer from the input, in float64, cast back at the end):
+
+    - every hidden unit with a free positive scale (followed by ReLU, LeakyReLU, pooling, or a
+      BatchNorm) gets incoming weights and bias of norm 1, the scale pushed into its consumers;
+      a BatchNorm affine pair (gamma, beta) feeding a ReLU is its own unit vector;
+    - every unit with a free sign (tanh, sign activation, or feeding a BatchNorm) is flipped so
+      that the projection of its incoming vector on a fixed random direction is positive;
+    - a bias directly before a BatchNorm is moved into its running mean (set to zero);
+    - the units of every group are sorted by that projection (a residual stream by the layer
+      that opens it);
+    - ``output="preserve"`` leaves the output layer as it is, so outputs are equal;
+      ``output="normalize"`` puts the whole output layer (weights and bias) at norm
+      ``sqrt(number of outputs)``, which scales the logits by one positive factor and keeps
+      the predicted classes (the toroidal coordinates of Pittorino et al. 2022).
+
+    Between two layers with no activation only the permutation and scale part of the full
+    linear symmetry is removed. BatchNorm is exact in eval mode (running statistics); in train
+    mode the maps are exact up to ``eps``. Units whose incoming vector is exactly zero keep
+    their scale (their outgoing weights are not canonical).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model (left untouched).
+    example_input : Tensor
+        A batch of inputs, used to trace the model and to check the result.
+    output : {"preserve", "normalize"}
+        Whether to keep the outputs or normalize the output layer.
+
+    Returns
+    -------
+    nn.Module
+        A new model in canonical form, checked against the input model on ``example_input``.
+
+    Raises
+    ------
+    SymmetryError
+        For unsupported models (see :func:`symmetries`) or if the check fails.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> canon = canonical_form(net, torch.randn(8, 3))
+    >>> torch.allclose(canon[0].weight.norm(dim=1) ** 2 + canon[0].bias ** 2, torch.ones(4))
+    True
+    """
+    _check_output_mode(output)
+    spec = symmetries(model, example_input)
+    x = check_input(model, example_input)
+    state = to_float64(model)
+    factor = canonicalize_state(state, spec, output)
+    new = rebuild(model, state)
+    check_outputs(model, new, x, factor=factor, what="canonical_form")
+    return new
+
+
+def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserve") -> nn.Module:
+    """Remove positive scales only: every unit with a free scale gets an incoming vector of norm 1.
+
+    The paper's normalization (Pittorino et al. 2022, layer by layer from the input): neither
+    the order of units nor their signs change, so a normalized model can still be aligned to
+    another one. ``output`` as in :func:`canonical_form`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> unit = normalize(net, torch.randn(8, 3), output="normalize")
+    >>> round(float(torch.cat([unit[2].weight.flatten(), unit[2].bias]).norm() ** 2), 4)
+    2.0
+    """
+    _check_output_mode(output)
+    spec = symmetries(model, example_input)
+    x = check_input(model, example_input)
+    state = to_float64(model)
+    factor = canonicalize_state(state, spec, output, order=False, signs=False)
+    new = rebuild(model, state)
+    check_outputs(model, new, x, factor=factor, what="normalize")
+    return new

@@ -1,0 +1,3 @@
+"""funcspace: symmetry-aware function-space geometry of neural networks."""
+
+__all__ = []

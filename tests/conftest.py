@@ -1,0 +1,30 @@
+"""Hypothesis profiles: ``dev`` (fast, local) and ``ci`` (>= 200 examples, derandomized).
+
+Choose with the HYPOTHESIS_PROFILE environment variable; ``.ci/run`` sets ``ci``. A red CI run
+replays exactly on any machine with ``HYPOTHESIS_PROFILE=ci``.
+"""
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev",
+    max_examples=25,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# Two threads match the CI machine; fewer threads also keep tiny models fast.
+torch.set_num_threads(min(2, torch.get_num_threads()))

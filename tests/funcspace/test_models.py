@@ -1,0 +1,257 @@
+"""Tests for funcspace.models: shapes, seeding, fx-traceability and argument validation."""
+
+import math
+import sys
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import fx, nn
+
+from funcspace.models import (
+    ACTIVATIONS,
+    CNN,
+    MLP,
+    BasicBlock,
+    ResidualBlock,
+    ResidualMLP,
+    ResNet,
+    build,
+    lenet,
+    vgg_small,
+)
+
+# (name, factory taking seed, input shape) -- small, digits-like or MNIST-like inputs.
+CASES: list[tuple[str, Callable[[int | None], nn.Module], tuple[int, ...]]] = [
+    ("mlp_flat", lambda s: MLP(64, [32, 16], 10, seed=s), (4, 64)),
+    ("mlp_image", lambda s: MLP(64, [32], 10, seed=s), (4, 1, 8, 8)),
+    ("mlp_linear", lambda s: MLP(64, [], 3, seed=s), (4, 64)),
+    ("mlp_bn", lambda s: MLP(64, [16, 16], 10, batch_norm=True, bias=False, seed=s), (4, 64)),
+    ("mlp_dropout", lambda s: MLP(64, [16], 10, dropout=0.5, activation="tanh", seed=s), (4, 64)),
+    ("mlp_leaky", lambda s: MLP(64, [16], 10, activation="leaky_relu", seed=s), (4, 64)),
+    ("mlp_identity", lambda s: MLP(64, [16], 10, activation="identity", seed=s), (4, 64)),
+    ("cnn_8x8", lambda s: CNN(1, 8, (4, 8), kernel_size=3, hidden=(16,), seed=s), (4, 1, 8, 8)),
+    (
+        "cnn_bn_avg",
+        lambda s: CNN(1, 8, (4,), 3, (), n_classes=5, batch_norm=True, pool="avg", seed=s),
+        (4, 1, 8, 8),
+    ),
+    ("cnn_even_kernel", lambda s: CNN(3, 9, (4, 4), kernel_size=4, seed=s), (2, 3, 9, 9)),
+    ("lenet_28", lambda s: lenet(seed=s), (2, 1, 28, 28)),
+    ("lenet_8", lambda s: lenet(image_size=8, seed=s), (2, 1, 8, 8)),
+    ("vgg_small", lambda s: vgg_small(in_channels=1, image_size=8, seed=s), (2, 1, 8, 8)),
+    ("residual_mlp", lambda s: ResidualMLP(64, 16, 2, 10, seed=s), (4, 64)),
+    ("residual_mlp_bn", lambda s: ResidualMLP(64, 16, 2, 10, batch_norm=True, seed=s), (4, 64)),
+    ("residual_mlp_d0", lambda s: ResidualMLP(64, 16, 0, 10, seed=s), (4, 1, 8, 8)),
+    ("resnet", lambda s: ResNet(1, 10, seed=s), (2, 1, 8, 8)),
+    ("resnet_nobn", lambda s: ResNet(3, 4, (4, 8, 8), 2, batch_norm=False, seed=s), (2, 3, 9, 9)),
+]
+IDS = [name for name, _, _ in CASES]
+BN_CASES = [
+    case
+    for case in CASES
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in case[1](0).modules())
+]
+
+
+def _n_out(model: nn.Module) -> int:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+@pytest.mark.parametrize(("name", "factory", "shape"), CASES, ids=IDS)
+def test_output_shape(name, factory, shape):
+    model = factory(0).eval()
+    out = model(torch.randn(shape))
+    assert out.shape == (shape[0], _n_out(model))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("name", "factory", "shape"), CASES, ids=IDS)
+def test_seed_is_deterministic(name, factory, shape):
+    a, b, c = factory(0).state_dict(), factory(0).state_dict(), factory(1).state_dict()
+    assert a.keys() == b.keys() == c.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    weights = [k for k in a if k.endswith("weight") and a[k].dim() > 1]
+    assert weights
+    assert all(not torch.equal(a[k], c[k]) for k in weights)
+
+
+@pytest.mark.parametrize(("name", "factory", "shape"), CASES, ids=IDS)
+def test_seed_leaves_global_rng_alone(name, factory, shape):
+    state = torch.random.get_rng_state()
+    factory(0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_unseeded_uses_global_rng():
+    torch.manual_seed(0)
+    a = MLP(8, [4], 2).state_dict()
+    torch.manual_seed(0)
+    b = MLP(8, [4], 2).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_seeded_init_follows_torch_default_bounds():
+    # Kaiming-uniform with a=sqrt(5) and the bias rule both give bound 1/sqrt(fan_in).
+    model = CNN(3, 8, (6,), 3, (20,), seed=0)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            bound = 1 / math.sqrt(module.weight[0].numel())
+            assert module.weight.abs().max() <= bound
+            assert module.weight.abs().max() > 0.8 * bound
+            assert module.bias.abs().max() <= bound
+
+
+@pytest.mark.parametrize(("name", "factory", "shape"), CASES, ids=IDS)
+def test_fx_trace_matches_eager(name, factory, shape):
+    model = factory(0).eval()
+    traced = fx.symbolic_trace(model)
+    x = torch.randn(shape)
+    assert torch.equal(traced(x), model(x))
+    targets = {n.target for n in traced.graph.nodes if n.op == "call_module"}
+    assert targets, "modules should stay visible as call_module nodes"
+
+
+def test_residual_additions_appear_in_trace():
+    traced = fx.symbolic_trace(ResidualMLP(8, 4, 3, 2, seed=0))
+    adds = [n for n in traced.graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+    assert len(adds) == 3
+
+
+@pytest.mark.parametrize(("name", "factory", "shape"), BN_CASES, ids=[c[0] for c in BN_CASES])
+def test_batch_norm_train_and_eval(name, factory, shape):
+    model = factory(0)
+    x = torch.randn(shape)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    out_train = model(x)
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    model.eval()
+    out_eval = model(x)
+    assert out_train.shape == out_eval.shape
+    assert not torch.allclose(out_train, out_eval)
+    assert torch.equal(model(x), out_eval)
+
+
+def test_lenet_layout():
+    model = lenet(seed=0)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(20, (5, 5)), (50, (5, 5))]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [
+        (50 * 7 * 7, 500),
+        (500, 10),
+    ]
+
+
+def test_vgg_small_layout():
+    model = vgg_small(seed=0)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 16, 32, 32]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 4
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
+
+
+def test_resnet_shortcuts():
+    model = ResNet(3, 10, widths=(8, 8, 16), blocks_per_stage=2, seed=0)
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 6
+    projections = [not isinstance(b.shortcut, nn.Identity) for b in blocks]
+    # Stem already has 8 channels; stages 1 and 2 downsample in their first block.
+    assert projections == [False, False, True, False, True, False]
+
+
+def test_blocks_compute_residuals():
+    block = ResidualBlock(4)
+    x = torch.randn(3, 4)
+    assert torch.allclose(block(x), x + block.branch(x))
+    basic = BasicBlock(2, 2, batch_norm=False)
+    y = torch.randn(1, 2, 5, 5)
+    assert torch.allclose(basic(y), torch.relu(basic.main(y) + y))
+
+
+def test_no_inplace_relu():
+    for _, factory, _ in CASES:
+        for module in factory(0).modules():
+            assert not getattr(module, "inplace", False), module
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("mlp", dict(in_features=64, widths=[16], n_classes=10)),
+        ("cnn", dict(in_channels=1, image_size=8, channels=(4,), kernel_size=3, hidden=())),
+        ("lenet", dict(image_size=8)),
+        ("vgg_small", dict(in_channels=1, image_size=8)),
+        ("residual_mlp", dict(in_features=64, width=8, depth=1, n_classes=10)),
+        ("resnet", dict(in_channels=1, n_classes=10)),
+    ],
+)
+def test_build_registry(name, kwargs):
+    a = build(name, seed=3, **kwargs)
+    b = build(name, seed=3, **kwargs)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_build_unknown_name_lists_known():
+    with pytest.raises(ValueError, match="known models are: cnn, lenet, mlp"):
+        build("transformer")
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: MLP(0, [4], 2), "in_features"),
+        (lambda: MLP(4, [4, 0], 2), r"widths\[1\]"),
+        (lambda: MLP(4, [4, -1], 2), r"widths\[1\]"),
+        (lambda: MLP(4, 5, 2), "widths must be a sequence"),
+        (lambda: MLP(4, [4.0], 2), r"widths\[0\]"),
+        (lambda: MLP(4, [4], 0), "n_classes"),
+        (lambda: MLP(4, [4], 2, activation="gelu"), "unknown activation 'gelu'"),
+        (lambda: MLP(4, [4], 2, dropout=1.0), "dropout"),
+        (lambda: MLP(4, [4], 2, seed=1.5), "seed"),
+        (lambda: CNN(1, 8, (), 3), "channels must be a non-empty"),
+        (lambda: CNN(1, 8, ((4, 0),), 3), r"channels\[0\]\[1\]"),
+        (lambda: CNN(1, 8, ((),), 3), "empty stage"),
+        (lambda: CNN(1, 8, (4,), 3, pool="median"), "unknown pool"),
+        (lambda: CNN(1, 8, (4, 4, 4, 4), 3), "too small"),
+        (lambda: CNN(1, 8, (4,), 0), "kernel_size"),
+        (lambda: CNN(1, 8, (4,), 3, activation="softplus"), "unknown activation"),
+        (lambda: ResidualMLP(4, 0, 1, 2), "width"),
+        (lambda: ResidualMLP(4, 4, -1, 2), "depth"),
+        (lambda: ResNet(1, 10, widths=()), "at least one stage"),
+        (lambda: ResNet(1, 10, blocks_per_stage=0), "blocks_per_stage"),
+        (lambda: ResidualBlock(4, activation="swish"), "unknown activation"),
+        (lambda: BasicBlock(4, 4, stride=0), "stride"),
+    ],
+)
+def test_bad_arguments_raise(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_activation_names_cover_builders():
+    for activation in ACTIVATIONS:
+        if activation == "sign":
+            continue
+        MLP(4, [3], 2, activation=activation, seed=0)(torch.randn(2, 4))
+
+
+def test_sign_activation_without_canonicalize(monkeypatch):
+    monkeypatch.setitem(sys.modules, "canonicalize", None)
+    with pytest.raises(ImportError, match="canonicalize.Sign"):
+        MLP(4, [3], 2, activation="sign")
+
+
+def test_sign_activation():
+    try:
+        from canonicalize import Sign
+    except ImportError:
+        pytest.skip("canonicalize.Sign is not available")
+    model = MLP(8, [6], 3, activation="sign", seed=0).eval()
+    assert any(isinstance(m, Sign) for m in model.modules())
+    x = torch.randn(5, 8)
+    assert model(x).shape == (5, 3)
+    assert torch.equal(fx.symbolic_trace(model)(x), model(x))

@@ -1,0 +1,190 @@
+"""Hypothesis strategies: random architectures (built from plain torch layers) and their inputs.
+
+Architectures are plain ``nn.Sequential`` stacks and small custom modules with residual
+additions and functional calls, never funcspace's model classes: canonicalize must work on any
+model of supported layers. Every model is float64, with random BatchNorm statistics and affine
+parameters so that no symmetry is hidden by an initialization that happens to be symmetric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+from torch import nn
+
+from canonicalize import Sign
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sign", "identity")
+
+
+def activation(name: str) -> nn.Module:
+    return {
+        "relu": nn.ReLU,
+        "leaky_relu": lambda: nn.LeakyReLU(0.1),
+        "tanh": nn.Tanh,
+        "sign": Sign,
+        "identity": nn.Identity,
+    }[name]()
+
+
+@dataclass(frozen=True)
+class Case:
+    """A random model with an input batch that exercises it."""
+
+    family: str
+    model: nn.Module
+    x: torch.Tensor
+
+    def __repr__(self) -> str:
+        return f"Case({self.family}, {self.model!r}, x{tuple(self.x.shape)})"
+
+
+class ResidualNet(nn.Module):
+    """Linear stem, blocks ``x + f(x)`` written with functional calls, head."""
+
+    def __init__(self, d_in, width, depth, d_out, act, batch_norm):
+        super().__init__()
+        self.stem = nn.Linear(d_in, width)
+        self.first = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.norms = nn.ModuleList(
+            (nn.BatchNorm1d(width) if batch_norm else nn.Identity()) for _ in range(depth)
+        )
+        self.second = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.act = activation(act)
+        self.head = nn.Linear(width, d_out)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for first, norm, second in zip(self.first, self.norms, self.second, strict=True):
+            x = x + second(self.act(norm(first(x))))
+        return self.head(F.relu(x))
+
+
+class ConvResidualNet(nn.Module):
+    """Conv stem with BatchNorm, one residual conv block, global pooling, head."""
+
+    def __init__(self, c_in, width, d_out, batch_norm):
+        super().__init__()
+        bn = (lambda: nn.BatchNorm2d(width)) if batch_norm else nn.Identity
+        self.stem = nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), bn(), nn.ReLU())
+        self.block = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            bn(),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            bn(),
+        )
+        self.head = nn.Linear(width, d_out)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        x = F.adaptive_avg_pool2d(x, 1)
+        return self.head(x.view(x.size(0), -1))
+
+
+def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm random running statistics and affine parameters."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            with torch.no_grad():
+                if module.running_mean is not None:
+                    module.running_mean.copy_(torch.randn(n, generator=generator))
+                    module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                if module.affine:
+                    module.weight.copy_(torch.randn(n, generator=generator))
+                    module.bias.copy_(torch.randn(n, generator=generator))
+
+
+@st.composite
+def mlps(draw) -> Case:
+    d_in = draw(st.integers(2, 5))
+    depth = draw(st.integers(1, 3))
+    widths = draw(st.lists(st.integers(2, 6), min_size=depth, max_size=depth))
+    act = draw(st.sampled_from(ACTIVATIONS))
+    batch_norm = draw(st.booleans())
+    bias = draw(st.booleans())
+    layers: list[nn.Module] = []
+    prev = d_in
+    for width in widths:
+        layers.append(nn.Linear(prev, width, bias=bias))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width, affine=draw(st.booleans())))
+        layers.append(activation(act))
+        if draw(st.booleans()):
+            layers.append(nn.Dropout(0.5))
+        prev = width
+    layers.append(nn.Linear(prev, draw(st.integers(1, 4))))
+    return _finish(draw, "mlp", nn.Sequential(*layers), (d_in,))
+
+
+@st.composite
+def cnns(draw) -> Case:
+    c_in = draw(st.integers(1, 2))
+    channels = draw(st.lists(st.integers(2, 4), min_size=1, max_size=2))
+    act = draw(st.sampled_from(("relu", "leaky_relu", "tanh")))
+    batch_norm = draw(st.booleans())
+    pool = draw(st.sampled_from(("max", "avg", "none")))
+    layers: list[nn.Module] = []
+    prev, size = c_in, 6
+    for c in channels:
+        layers.append(nn.Conv2d(prev, c, 3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c))
+        layers.append(activation(act))
+        if pool != "none" and size >= 4:
+            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+            size //= 2
+        prev = c
+    hidden = draw(st.integers(2, 5))
+    layers += [nn.Flatten(), nn.Linear(prev * size * size, hidden), nn.ReLU()]
+    layers.append(nn.Linear(hidden, draw(st.integers(1, 4))))
+    return _finish(draw, "cnn", nn.Sequential(*layers), (c_in, 6, 6))
+
+
+@st.composite
+def residuals(draw) -> Case:
+    if draw(st.booleans()):
+        d_in = draw(st.integers(2, 4))
+        model = ResidualNet(
+            d_in,
+            draw(st.integers(2, 5)),
+            draw(st.integers(1, 2)),
+            draw(st.integers(1, 3)),
+            draw(st.sampled_from(("relu", "leaky_relu", "tanh"))),
+            draw(st.booleans()),
+        )
+        return _finish(draw, "residual_mlp", model, (d_in,))
+    c_in = draw(st.integers(1, 2))
+    model = ConvResidualNet(
+        c_in, draw(st.integers(2, 4)), draw(st.integers(1, 3)), draw(st.booleans())
+    )
+    return _finish(draw, "residual_cnn", model, (c_in, 4, 4))
+
+
+def _finish(draw, family: str, model: nn.Module, input_shape: tuple[int, ...]) -> Case:
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(
+                torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                / max(1, p[0].numel()) ** 0.5
+            )
+    randomize_batchnorm(model, generator)
+    model.eval()
+    x = torch.randn((16, *input_shape), generator=generator, dtype=torch.float64)
+    return Case(family, model, x)
+
+
+def models() -> st.SearchStrategy[Case]:
+    """Any supported random architecture."""
+    return st.one_of(mlps(), cnns(), residuals())
+
+
+group_seeds = st.integers(0, 2**31 - 1)

@@ -61,7 +61,10 @@ def align(
         ``"weights"``: weight matching (git re-basin): coordinate descent over the groups in
         random order, each assignment maximizing the summed inner products of every tensor
         that touches the group (incoming rows, outgoing columns, BatchNorm parameters and
-        statistics), until no assignment changes or ``max_iter`` passes.
+        statistics), until no assignment changes or ``max_iter`` passes. It starts from the
+        cosine matching (which recovers a permuted copy exactly, where descent from the
+        identity can stop in a local optimum) and never returns a model farther from the
+        reference (Euclidean distance of the state) than the input.
         ``"activations"``: the correlation of the units' activations on ``data``, summed over
         every graph node that carries the units (pre- and post-activation).
     data : Tensor or tuple, optional
@@ -121,7 +124,7 @@ def align(
         if isinstance(inputs, (tuple, list)):
             inputs = inputs[0]
         inputs = check_input(model, inputs)
-        _match_activations(model, reference, inputs, state, spec, batch_size)
+        _match_activations(model, reference, inputs, state, ref, spec, batch_size)
     new = rebuild(model, state)
     check_outputs(model, new, x, what=f"align(method={method!r})")
     return new
@@ -164,11 +167,11 @@ def _assign(plain: Tensor, signed: dict[int, Tensor]) -> tuple[Tensor, dict[int,
     _, cols = linear_sum_assignment(cost.cpu().numpy(), maximize=True)
     perm = torch.as_tensor(cols, dtype=torch.long)
     rows = torch.arange(len(perm))
-    signs = {
-        k: torch.where(matrix.cpu()[rows, perm] < 0, -1.0, 1.0).to(torch.float64)
-        for k, matrix in signed.items()
-    }
-    return perm, signs
+    return perm, {k: _signs(matrix.cpu()[rows, perm]) for k, matrix in signed.items()}
+
+
+def _signs(agreement: Tensor) -> Tensor:
+    return torch.where(agreement < 0, -1.0, 1.0).to(torch.float64)
 
 
 def _apply(
@@ -177,7 +180,7 @@ def _apply(
     """Apply a permutation and sign flips to every state; whether anything changed."""
     changed = bool((perm != torch.arange(len(perm))).any())
     for state in states:
-        if changed:
+        if changed and group >= 0:
             permute_group(state, spec, group, perm)
         for k, s in signs.items():
             if (s < 0).any():
@@ -185,7 +188,25 @@ def _apply(
     return changed or any(bool((s < 0).any()) for s in signs.values())
 
 
+def _squared_distance(a: State, b: State) -> float:
+    return float(sum(((a[k] - b[k]) ** 2).sum() for k in a if a[k].is_floating_point()))
+
+
 def _match_weights(state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int) -> None:
+    # Coordinate descent has local optima (a group settled while its neighbours are still
+    # scrambled); starting from the layer-by-layer cosine matching recovers a permuted copy
+    # exactly, and keeping the input when descent ends farther away makes alignment never
+    # increase the distance.
+    start = {k: v.clone() for k, v in state.items()}
+    _match_cosine(state, ref, spec)
+    _coordinate_descent(state, ref, spec, max_iter, seed)
+    if _squared_distance(state, ref) > _squared_distance(start, ref):
+        state.update(start)
+
+
+def _coordinate_descent(
+    state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     flips = {g.index: _sign_classes(spec, g.index) for g in spec.groups}
     for _ in range(max_iter):
@@ -211,33 +232,92 @@ def _match_weights(state: State, ref: State, spec: SymmetrySpec, max_iter: int, 
             return
 
 
-def _match_cosine(state: State, ref: State, spec: SymmetrySpec) -> None:
+_TIE_BREAK = 1e-4
+
+
+def _match_cosine(
+    state: State,
+    ref: State,
+    spec: SymmetrySpec,
+    activation_costs: dict[int, tuple[Tensor, dict[int, Tensor]]] | None = None,
+) -> None:
+    """Layer by layer from the input, match on the cosine of normalized incoming vectors.
+
+    With ``activation_costs`` (per group: plain and per-sign-class correlation matrices), match
+    on the correlations instead, the cosines only breaking ties between units the data cannot
+    tell apart (dead or constant units).
+    """
     unit_state = {k: v.clone() for k, v in state.items()}
     unit_ref = {k: v.clone() for k, v in ref.items()}
     canonicalize_state(unit_state, spec, order=False, signs=False)
     canonicalize_state(unit_ref, spec, order=False, signs=False)
     processed: set[int] = set()
-    for step, g, _ in schedule(spec):
-        if step != "order":
+    pending: list[tuple[int, tuple[int, ...]]] = []  # sign classes waiting for their group
+
+    def settle_sign(k: int, sites: tuple[int, ...]) -> None:
+        agreement = (site_rows(unit_ref, spec, sites) * site_rows(unit_state, spec, sites)).sum(1)
+        size = spec.scale_class(k).size
+        _apply([state, unit_state], spec, -1, torch.arange(size), {k: _signs(agreement)})
+
+    for step, g, sites in schedule(spec):
+        if step == "scale":
+            cls = spec.scale_class(g)
+            if cls.sign and activation_costs is None:
+                if cls.group is None or cls.group in processed:
+                    settle_sign(g, sites)
+                else:
+                    pending.append((g, sites))
             continue
         group = spec.groups[g]
         usable = [i for i in group.sites if available(spec.sites[i], processed)]
         plain = torch.zeros(group.size, group.size, dtype=torch.float64)
         signed: dict[int, Tensor] = {}
         by_class: dict[int | None, list[int]] = {}
+        # A BatchNorm whose gamma flips with the sign of the layer before it is no clean
+        # evidence for the permutation: match on the layer, settle the BatchNorm's sign after.
+        flipped = _flipped_batchnorms(spec, g)
         for i in usable:
+            if spec.sites[i].name in flipped:
+                continue
             k = spec.sites[i].scale
             sign_free = k is not None and spec.scale_class(k).sign
             by_class.setdefault(k if sign_free else None, []).append(i)
-        for k, sites in by_class.items():
-            cosine = _cosine(site_rows(unit_ref, spec, sites), site_rows(unit_state, spec, sites))
+        for k, class_sites in by_class.items():
+            rows_ref = site_rows(unit_ref, spec, class_sites)
+            cosine = _cosine(rows_ref, site_rows(unit_state, spec, class_sites))
             if k is None:
                 plain += cosine
             else:
                 signed[k] = cosine
-        perm, signs = _assign(plain, signed)
-        _apply([state, unit_state], spec, g, perm, signs)
+        if activation_costs is not None:
+            corr_plain, corr_signed = activation_costs[g]
+            plain = corr_plain + _TIE_BREAK * plain
+            signed = {
+                k: corr_signed.get(k, 0) + _TIE_BREAK * signed.get(k, torch.zeros_like(plain))
+                for k in set(signed) | set(corr_signed)
+            }
+            perm, signs = _assign(plain, signed)
+            _apply([state, unit_state], spec, g, perm, signs)
+            processed.add(g)
+            continue
+        perm, _ = _assign(plain, signed)
+        _apply([state, unit_state], spec, g, perm, {})
         processed.add(g)
+        # Signs class by class, in graph order: a BatchNorm's gamma flips with the sign of the
+        # layer before it, so each class is judged after the previous one is settled.
+        for k, class_sites in [p for p in pending if spec.scale_class(p[0]).group == g]:
+            settle_sign(k, class_sites)
+        pending = [p for p in pending if spec.scale_class(p[0]).group != g]
+
+
+def _flipped_batchnorms(spec: SymmetrySpec, group: int) -> set[str]:
+    return {
+        absorb.batchnorm
+        for cls in spec.scales
+        if cls.group == group and cls.sign
+        for absorb in cls.absorbs
+        if spec.batchnorms[absorb.batchnorm].affine
+    }
 
 
 def _cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -275,6 +355,7 @@ def _match_activations(
     reference: nn.Module,
     data: Tensor,
     state: State,
+    ref: State,
     spec: SymmetrySpec,
     batch_size: int,
 ) -> None:
@@ -295,6 +376,7 @@ def _match_activations(
                 else:
                     sums[name] = parts
                 count[name] = count.get(name, 0) + a.shape[0]
+    costs: dict[int, tuple[Tensor, dict[int, Tensor]]] = {}
     for group in spec.groups:
         n = group.size
         plain = torch.zeros(n, n, dtype=torch.float64)
@@ -305,10 +387,15 @@ def _match_activations(
             cov = sab / m - torch.outer(sa / m, sb / m)
             std_a = (saa / m - (sa / m) ** 2).clamp_min(0).sqrt()
             std_b = (sbb / m - (sb / m) ** 2).clamp_min(0).sqrt()
-            corr = cov / torch.outer(std_a, std_b).clamp_min(1e-12)
+            # units that are constant on the data carry no correlation (not rounding noise)
+            live = torch.outer(
+                std_a > 1e-8 * (sa / m).abs().clamp_min(1),
+                std_b > 1e-8 * (sb / m).abs().clamp_min(1),
+            )
+            corr = torch.where(live, cov / torch.outer(std_a, std_b).clamp_min(1e-300), 0.0)
             if k is not None and spec.scale_class(k).sign:
                 signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + corr
             else:
                 plain += corr
-        perm, signs = _assign(plain, signed)
-        _apply([state], spec, group.index, perm, signs)
+        costs[group.index] = (plain, signed)
+    _match_cosine(state, ref, spec, activation_costs=costs)

@@ -13,6 +13,7 @@ from .errors import SymmetryError
 from .spec import SymmetrySpec
 from .transform import (
     State,
+    check_variances,
     fold_biases,
     permute_group,
     rebuild,
@@ -152,6 +153,7 @@ def canonical_form(
     x = check_input(model, example_input)
     state = to_float64(model)
     factor = canonicalize_state(state, spec, output)
+    check_variances(state, spec)
     new = rebuild(model, state)
     check_outputs(model, new, x, factor=factor, what="canonical_form")
     return new
@@ -178,6 +180,7 @@ def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserv
     x = check_input(model, example_input)
     state = to_float64(model)
     factor = canonicalize_state(state, spec, output, order=False, signs=False)
+    check_variances(state, spec)
     new = rebuild(model, state)
     check_outputs(model, new, x, factor=factor, what="normalize")
     return new

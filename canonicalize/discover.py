@@ -8,7 +8,9 @@ sign behind a sign activation). Each layer kind adds what it allows; see CANONIC
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import math
 import operator
 from dataclasses import dataclass
@@ -145,15 +147,50 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
             "forward() or canonicalize the traceable part of the model."
         ) from exc
     gm = fx.GraphModule(work, graph)
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(inputs) > 1:
+        raise SymmetryError(
+            f"{type(model).__name__}.forward takes several inputs "
+            f"({', '.join(n.name for n in inputs)}); models with several inputs are not supported"
+        )
     try:
-        with torch.no_grad():
+        # ShapeProp prints a traceback of its own on failure; the error below says it all
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             ShapeProp(gm).propagate(example_input)
     except Exception as exc:  # noqa: BLE001
+        cause = exc.__cause__ or exc
         raise SymmetryError(
             f"{type(model).__name__} failed on the example input of shape "
-            f"{tuple(example_input.shape)}: {exc}"
+            f"{tuple(example_input.shape)}: {type(cause).__name__}: {cause}"
         ) from exc
     return gm
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def check_layers(model: nn.Module) -> None:
+    """Refuse torch.nn layers without a supported symmetry before anything runs."""
+    supported = (
+        nn.Linear,
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.Tanh,
+        nn.Flatten,
+        Sign,
+        *_HOMOGENEOUS_MODULES,
+        *_LINEAR_MODULES,
+        *_CONTAINERS,
+    )
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith("torch.nn") and not isinstance(module, supported):
+            raise SymmetryError(
+                f"layer '{name}' ({type(module).__name__}) has no supported symmetry; "
+                f"supported layers are {SUPPORTED_LAYERS}. Replace it by a supported layer or "
+                "canonicalize a model without it."
+            )
 
 
 def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
@@ -189,6 +226,7 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
     ([4], [(True, False)])
     """
     check_model(model)
+    check_layers(model)
     example_input = check_input(model, example_input)
     gm = trace(model, example_input)
     return _Walk(gm).run()
@@ -212,6 +250,7 @@ class _Walk:
         self.bias_folds: list[BiasFold] = []
         self.output: _Value | None = None
         self.inputs = 0
+        self.called: set[str] = set()
 
     # --- constraints -------------------------------------------------------------------
     def _terminal(self, terms: frozenset[tuple[int, str]]) -> None:
@@ -296,7 +335,16 @@ class _Walk:
             "a model without it."
         )
 
+    def _once(self, name: str, module: nn.Module) -> None:
+        if name in self.called:
+            raise SymmetryError(
+                f"layer '{name}' ({type(module).__name__}) is called more than once in the "
+                "forward pass; layers with shared weights are not supported"
+            )
+        self.called.add(name)
+
     def _weight_layer(self, node, name, module, order, shape) -> _Value:
+        self._once(name, module)
         value = self._value(node.args[0], node)
         expected = (
             2 if isinstance(module, nn.Linear) else (3 if isinstance(module, nn.Conv1d) else 4)
@@ -335,6 +383,7 @@ class _Walk:
         return _Value(perm, frozenset({(scale, "full")}), 1, shape)
 
     def _batchnorm(self, node, name, module, order, shape) -> _Value:
+        self._once(name, module)
         value = self._value(node.args[0], node)
         tracked = module.track_running_stats and module.running_mean is not None
         self.batchnorms[name] = BatchNormInfo(name, float(module.eps), bool(module.affine), tracked)
@@ -458,19 +507,31 @@ class _Walk:
                     f"node '{node.name}': only torch.flatten(x, 1) is supported, got {start}..{end}"
                 )
             return self._flatten(value, shape)
-        value = self._value(node.args[0], node)
-        if target in _HOMOGENEOUS_FUNCTIONS:
-            return self._homogeneous(value, shape)
-        if target in _ODD_FUNCTIONS:
-            return self._odd(value, shape)
-        if target in _SIGN_FUNCTIONS:
-            return self._sign(value, shape)
-        if target in _LINEAR_FUNCTIONS:
-            return _Value(value.perm, value.terms, value.block, shape)
+        if target is torch.reshape:
+            return self._reshape(node, self._value(node.args[0], node), shape)
+        handlers = (
+            (_HOMOGENEOUS_FUNCTIONS, self._homogeneous),
+            (_ODD_FUNCTIONS, self._odd),
+            (_SIGN_FUNCTIONS, self._sign),
+            (_LINEAR_FUNCTIONS, lambda v, s: _Value(v.perm, v.terms, v.block, s)),
+        )
+        for targets, handler in handlers:
+            if target in targets:
+                return handler(self._value(node.args[0], node), shape)
         raise SymmetryError(
             f"function '{_target_name(node)}' (node '{node.name}') has no supported symmetry; "
             f"supported operations are {SUPPORTED_LAYERS}"
         )
+
+    def _reshape(self, node: fx.Node, value: _Value, shape) -> _Value:
+        if tuple(shape) == value.shape:
+            return _Value(value.perm, value.terms, value.block, shape)
+        if tuple(shape) != (value.shape[0], math.prod(value.shape[1:])):
+            raise SymmetryError(
+                f"node '{node.name}' reshapes {value.shape} to {tuple(shape)}; only "
+                "flattening to (batch, -1) is supported"
+            )
+        return self._flatten(value, shape)
 
     def _method(self, node: fx.Node, shape) -> _Value | None:
         method = str(node.target)
@@ -496,15 +557,7 @@ class _Walk:
                 raise SymmetryError(f"node '{node.name}': only x.flatten(1) is supported")
             return self._flatten(value, shape)
         if method in ("view", "reshape"):
-            flat = (value.shape[0], math.prod(value.shape[1:]))
-            if tuple(shape) == value.shape:
-                return _Value(value.perm, value.terms, value.block, shape)
-            if tuple(shape) != flat:
-                raise SymmetryError(
-                    f"node '{node.name}' reshapes {value.shape} to {tuple(shape)}; only "
-                    "flattening to (batch, -1) is supported"
-                )
-            return self._flatten(value, shape)
+            return self._reshape(node, value, shape)
         raise SymmetryError(
             f"method '.{method}()' (node '{node.name}') has no supported symmetry; supported "
             f"operations are {SUPPORTED_LAYERS}"

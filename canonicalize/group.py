@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .discover import symmetries
 from .errors import SymmetryError
 from .spec import SymmetrySpec
-from .transform import State, permute_group, rebuild, scale_units, to_float64
+from .transform import State, check_variances, permute_group, rebuild, scale_units, to_float64
 from .validate import check_input
 from .verify import check_outputs
 
@@ -124,6 +124,7 @@ def random_transform(
         sign=sign,
         translate=translate,
     )
+    check_variances(state, spec)
     new = rebuild(model, state)
     check_outputs(model, new, x, what="random_transform")
     return new

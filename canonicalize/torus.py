@@ -15,7 +15,7 @@ from .canonical import Output, _check_output_mode, canonicalize_state
 from .discover import symmetries
 from .errors import SymmetryError
 from .spec import SymmetrySpec
-from .transform import State, rebuild, schedule, to_float64, unit_matrix
+from .transform import State, check_variances, rebuild, schedule, to_float64, unit_matrix
 from .validate import check_input
 
 
@@ -152,6 +152,7 @@ def to_torus(model: nn.Module, example_input: Tensor, output: Output = "normaliz
     x = check_input(model, example_input)
     state = to_float64(model)
     canonicalize_state(state, spec, output)
+    check_variances(state, spec)
     return _point(state, spec, output, model, x)
 
 

@@ -82,7 +82,7 @@ def scale_units(state: State, spec: SymmetrySpec, scale: int, factor: Tensor) ->
     Raises
     ------
     SymmetryError
-        If a factor is zero or would make a running variance negative (outside the group).
+        If a factor is zero.
     """
     if (factor == 0).any():
         raise SymmetryError("scale factors must be non-zero")
@@ -101,16 +101,28 @@ def scale_units(state: State, spec: SymmetrySpec, scale: int, factor: Tensor) ->
         if bn.tracked:
             mean, var = f"{bn.name}.running_mean", f"{bn.name}.running_var"
             state[mean] = state[mean] * _along(part, state[mean], 0)
-            new_var = _along(part, state[var], 0) ** 2 * (state[var] + bn.eps) - bn.eps
-            if (new_var < 0).any():
-                raise SymmetryError(
-                    f"a scale of the units feeding BatchNorm '{bn.name}' would make its running "
-                    "variance negative (the scale is outside the symmetry group)"
-                )
-            state[var] = new_var
+            # var + eps stays positive, so eval mode stays exact even where an intermediate
+            # step makes var itself negative; check_variances judges the final state
+            state[var] = _along(part, state[var], 0) ** 2 * (state[var] + bn.eps) - bn.eps
         if bn.affine:
             weight = f"{bn.name}.weight"
             state[weight] = state[weight] * _along(torch.sign(part), state[weight], 0)
+
+
+def check_variances(state: State, spec: SymmetrySpec) -> None:
+    """Refuse a state whose BatchNorm running variances went negative (outside the group).
+
+    Scales compose exactly (``var + eps`` is multiplied by ``c^2``), so only the final state
+    matters: a negative variance means the requested representative needs a scale so small
+    that the BatchNorm's ``eps`` cannot be kept.
+    """
+    for bn in spec.batchnorms.values():
+        if bn.tracked and (state[f"{bn.name}.running_var"] < 0).any():
+            raise SymmetryError(
+                f"BatchNorm '{bn.name}': the transformation needs a running variance below "
+                f"zero (units whose incoming norm is large against sqrt(running_var + eps) "
+                f"with eps={bn.eps}); this representative is outside the symmetry group"
+            )
 
 
 def fold_biases(state: State, spec: SymmetrySpec) -> None:

@@ -1,0 +1,109 @@
+"""Alignment: exact recovery of hidden permutations, never farther than before, exact optimum."""
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given
+from torch import nn
+
+import canonicalize as C
+from canonicalize.verify import eval_outputs, relative_difference
+from tests.canonicalize.test_properties import assert_same_state
+from tests.strategies import group_seeds, models
+
+
+def distance(a: nn.Module, b: nn.Module) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    return float(sum(((sa[k] - sb[k]) ** 2).sum() for k in sa if sa[k].is_floating_point()) ** 0.5)
+
+
+@pytest.mark.parametrize("method", ["cosine", "weights", "activations"])
+@given(case=models(), seed=group_seeds)
+def test_align_recovers_hidden_permutation(method, case, seed):
+    moved = C.random_transform(
+        case.model, case.x, seed=seed, scale=False, sign=False, translate=False
+    )
+    aligned = C.align(moved, case.model, case.x, method=method)
+    assert_same_state(aligned, case.model, tol=1e-9)
+
+
+@given(case=models(), seed=group_seeds)
+def test_cosine_recovers_permutation_and_signs_under_scales(case, seed):
+    moved = C.random_transform(case.model, case.x, seed=seed, translate=False)
+    aligned = C.align(moved, case.model, case.x, method="cosine")
+    assert_same_state(C.normalize(aligned, case.x), C.normalize(case.model, case.x), tol=1e-7)
+
+
+@given(case=models(), other=group_seeds)
+def test_weight_matching_never_increases_distance(case, other):
+    generator = torch.Generator().manual_seed(other)
+    second = C.random_transform(case.model, case.x, seed=other)
+    with torch.no_grad():
+        for p in second.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    aligned = C.align(second, case.model, case.x, method="weights")
+    assert distance(aligned, case.model) <= distance(second, case.model) * (1 + 1e-12)
+    before = eval_outputs(second, case.x)
+    assert relative_difference(before, eval_outputs(aligned, case.x)) < 1e-9
+
+
+def _one_hidden_layer(seed: int, width: int = 4) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, width), nn.ReLU(), nn.Linear(width, 2)).double()
+
+
+def _permuted(net: nn.Sequential, perm: tuple[int, ...]) -> nn.Sequential:
+    out = _one_hidden_layer(0, len(perm))
+    index = torch.tensor(perm)
+    with torch.no_grad():
+        out[0].weight.copy_(net[0].weight[index])
+        out[0].bias.copy_(net[0].bias[index])
+        out[2].weight.copy_(net[2].weight[:, index])
+        out[2].bias.copy_(net[2].bias)
+    return out
+
+
+def test_weight_matching_equals_brute_force_on_4_units():
+    x = torch.randn(8, 3, dtype=torch.float64)
+    for seed in range(5):
+        reference, model = _one_hidden_layer(seed), _one_hidden_layer(100 + seed)
+        best = min(
+            itertools.permutations(range(4)),
+            key=lambda p: distance(_permuted(model, p), reference),
+        )
+        aligned = C.align(model, reference, x, method="weights")
+        assert_same_state(aligned, _permuted(model, best), tol=1e-12)
+
+
+def test_cosine_equals_brute_force_on_4_units():
+    x = torch.randn(8, 3, dtype=torch.float64)
+    for seed in range(5):
+        reference, model = _one_hidden_layer(seed), _one_hidden_layer(100 + seed)
+        unit_ref, unit_model = C.normalize(reference, x), C.normalize(model, x)
+
+        def cosine_sum(p, unit_model=unit_model, unit_ref=unit_ref):
+            rows = _permuted(unit_model, p)
+            w = torch.cat([rows[0].weight, rows[0].bias[:, None]], 1)
+            v = torch.cat([unit_ref[0].weight, unit_ref[0].bias[:, None]], 1)
+            return float((w * v).sum())
+
+        best = max(itertools.permutations(range(4)), key=cosine_sum)
+        aligned = C.align(model, reference, x, method="cosine")
+        assert_same_state(aligned, _permuted(model, best), tol=1e-12)
+
+
+def test_canonical_form_is_the_same_for_all_24_orders():
+    x = torch.randn(8, 3, dtype=torch.float64)
+    net = _one_hidden_layer(7)
+    canonical = C.canonical_form(net, x)
+    for perm in itertools.permutations(range(4)):
+        assert_same_state(C.canonical_form(_permuted(net, perm), x), canonical, tol=1e-12)
+
+
+def test_activation_matching_uses_data():
+    x = torch.randn(64, 3, dtype=torch.float64)
+    net = _one_hidden_layer(3, width=6)
+    moved = C.random_transform(net, x, seed=5)
+    aligned = C.align(moved, net, x[:4], method="activations", data=(x, torch.zeros(64)))
+    assert_same_state(C.normalize(aligned, x), C.normalize(net, x), tol=1e-9)

@@ -1,3 +1,8 @@
-"""funcspace: symmetry-aware function-space geometry of neural networks."""
+"""funcspace: symmetry-aware function-space geometry of neural networks.
 
-__all__ = []
+``import funcspace`` loads the measuring core (and canonicalize beneath it), never the study.
+"""
+
+from . import models
+
+__all__ = ["models"]

@@ -37,3 +37,11 @@ def test_canonical_form_is_idempotent_and_keeps_outputs(case):
     before = eval_outputs(case.model, case.x)
     assert relative_difference(before, eval_outputs(canon, case.x)) < 1e-9
     assert_same_state(canon, C.canonical_form(canon, case.x), tol=1e-9)
+
+
+@given(models(), group_seeds)
+def test_canonical_form_is_invariant_in_float32(case, seed):
+    """Float64 inside: float32 models' canonical forms agree to float32 rounding."""
+    model, x = case.model.float(), case.x.float()
+    moved = C.random_transform(model, x, seed=seed)
+    assert_same_state(C.canonical_form(model, x), C.canonical_form(moved, x), tol=2e-5)

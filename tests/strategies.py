@@ -124,26 +124,32 @@ def mlps(draw) -> Case:
 
 @st.composite
 def cnns(draw) -> Case:
+    """Conv2d (6x6 images) or Conv1d (length-8 signals) stacks, then Flatten into Linear."""
     c_in = draw(st.integers(1, 2))
     channels = draw(st.lists(st.integers(2, 4), min_size=1, max_size=2))
     act = draw(st.sampled_from(("relu", "leaky_relu", "tanh")))
     batch_norm = draw(st.booleans())
     pool = draw(st.sampled_from(("max", "avg", "none")))
+    two_d = draw(st.booleans())
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if two_d else (nn.Conv1d, nn.BatchNorm1d)
+    pools = (nn.MaxPool2d, nn.AvgPool2d) if two_d else (nn.MaxPool1d, nn.AvgPool1d)
     layers: list[nn.Module] = []
-    prev, size = c_in, 6
+    prev, size = c_in, 6 if two_d else 8
     for c in channels:
-        layers.append(nn.Conv2d(prev, c, 3, padding=1))
+        layers.append(conv(prev, c, 3, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(c))
+            layers.append(norm(c))
         layers.append(activation(act))
         if pool != "none" and size >= 4:
-            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+            layers.append(pools[0](2) if pool == "max" else pools[1](2))
             size //= 2
         prev = c
     hidden = draw(st.integers(2, 5))
-    layers += [nn.Flatten(), nn.Linear(prev * size * size, hidden), nn.ReLU()]
+    features = prev * size * size if two_d else prev * size
+    layers += [nn.Flatten(), nn.Linear(features, hidden), nn.ReLU()]
     layers.append(nn.Linear(hidden, draw(st.integers(1, 4))))
-    return _finish(draw, "cnn", nn.Sequential(*layers), (c_in, 6, 6))
+    shape = (c_in, 6, 6) if two_d else (c_in, 8)
+    return _finish(draw, "cnn" if two_d else "cnn1d", nn.Sequential(*layers), shape)
 
 
 @st.composite

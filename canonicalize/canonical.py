@@ -148,15 +148,7 @@ def canonical_form(
     >>> torch.allclose(canon[0].weight.norm(dim=1) ** 2 + canon[0].bias ** 2, torch.ones(4))
     True
     """
-    _check_output_mode(output)
-    spec = symmetries(model, example_input)
-    x = check_input(model, example_input)
-    state = to_float64(model)
-    factor = canonicalize_state(state, spec, output)
-    check_variances(state, spec)
-    new = rebuild(model, state)
-    check_outputs(model, new, x, factor=factor, what="canonical_form")
-    return new
+    return _canonical_model(model, example_input, output, reorder=True, what="canonical_form")
 
 
 def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserve") -> nn.Module:
@@ -175,12 +167,18 @@ def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserv
     >>> round(float(torch.cat([unit[2].weight.flatten(), unit[2].bias]).norm() ** 2), 4)
     2.0
     """
+    return _canonical_model(model, example_input, output, reorder=False, what="normalize")
+
+
+def _canonical_model(
+    model: nn.Module, example_input: Tensor, output: Output, reorder: bool, what: str
+) -> nn.Module:
     _check_output_mode(output)
     spec = symmetries(model, example_input)
     x = check_input(model, example_input)
     state = to_float64(model)
-    factor = canonicalize_state(state, spec, output, order=False, signs=False)
+    factor = canonicalize_state(state, spec, output, order=reorder, signs=reorder)
     check_variances(state, spec)
     new = rebuild(model, state)
-    check_outputs(model, new, x, factor=factor, what="normalize")
+    check_outputs(model, new, x, factor=factor, what=what)
     return new

@@ -296,6 +296,56 @@ def main(width: int = 256, epochs: int = 30, repeats: int = 3) -> list[dict]:
     return rows
 
 
+def distance(a: nn.Module, b: nn.Module) -> float:
+    """Euclidean distance between the parameters: what weight matching minimizes."""
+    with torch.no_grad():
+        pairs = zip(a.parameters(), b.parameters(), strict=True)
+        return float(sum(((p - q) ** 2).sum() for p, q in pairs) ** 0.5)
+
+
+def compare_pairs(
+    width: int = 256, epochs: int = 30, repeats: int = 5, pairs: int = 3
+) -> dict[str, dict[str, float]]:
+    """Both tools on several independently trained pairs; means of time and quality.
+
+    One pair's error barrier moves by single training examples (1/1500 = 0.0007), so the
+    summary averages over ``pairs`` pairs and adds the distance after alignment (the quantity
+    weight matching optimizes) and the loss barrier.
+    """
+    x_tr, y_tr, _, _ = load_data()
+    example = x_tr[:8]
+    matchers = {"ours": match_ours, "rebasin": match_rebasin}
+    totals: dict[str, dict[str, list[float]]] = {m: {} for m in matchers}
+    for i in range(pairs):
+        a = _train(make_mlp(width, 2 * i), x_tr, y_tr, seed=2 * i, epochs=epochs)
+        b = _train(make_mlp(width, 2 * i + 1), x_tr, y_tr, seed=2 * i + 1, epochs=epochs)
+        for name, fn in matchers.items():
+            best, aligned = run_matcher(fn, a, b, example, repeats)
+            errs, losses = linear_path(a, aligned, x_tr, y_tr)
+            row = {
+                "time_s": best,
+                "barrier": barrier(errs),
+                "loss_barrier": barrier(losses),
+                "distance": distance(a, aligned),
+            }
+            for key, value in row.items():
+                totals[name].setdefault(key, []).append(value)
+    means = {m: {k: float(np.mean(v)) for k, v in t.items()} for m, t in totals.items()}
+    print(f"\nMLP 64-{width}-{width}-10, mean over {pairs} pairs (best of {repeats} timings each)")
+    print(
+        f"{'method':<8} | {'time (s)':>9} | {'error barrier':>13} | "
+        f"{'loss barrier':>12} | {'distance':>9}"
+    )
+    for name, row in means.items():
+        print(
+            f"{name:<8} | {row['time_s']:9.4f} | {row['barrier']:13.4f} | "
+            f"{row['loss_barrier']:12.4f} | {row['distance']:9.4f}"
+        )
+    ratio = means["ours"]["time_s"] / means["rebasin"]["time_s"]
+    print(f"time ratio ours / rebasin: {ratio:.2f}")
+    return means
+
+
 def _rebasin_version() -> str:
     from importlib.metadata import version
 
@@ -307,3 +357,5 @@ if __name__ == "__main__":
     # from a checkout without an editable install.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()
+    compare_pairs(width=256)
+    compare_pairs(width=512)

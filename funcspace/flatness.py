@@ -1,0 +1,207 @@
+"""Flatness and curvature of a minimizer: Hessian eigenvalues, trace and spectral density.
+
+Each function builds a :class:`~funcspace.hessian.HessianOperator` of the mean training loss
+(model in eval mode, all of the data, optionally a parameter subset) and runs one estimator
+of :mod:`funcspace.hessian` over it; build the operator yourself to run several estimators
+on one operator (and reuse its cached gradient graph).
+
+Operator options accepted by every function: ``loss``, ``batch_size``, ``params`` (names of
+parameters or modules, or a predicate on names), ``split``.
+
+Example
+-------
+>>> import torch
+>>> from torch import nn
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+>>> data = (torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,)))
+>>> top = hessian_eigenvalues(model, data, k=2, tol=1e-8)
+>>> top.converged, len(top.values)
+(True, 2)
+>>> hessian_trace(model, data, hvps=3 * 67).std_error   # Hutch++ with k = n: exact
+0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from funcspace.data import Dataset, Pair
+from funcspace.errors import FuncspaceError
+from funcspace.hessian import (
+    EigenResult,
+    HessianOperator,
+    Selection,
+    SpectralDensity,
+    TraceResult,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    spectral_density,
+)
+
+__all__ = ["hessian_eigenvalues", "hessian_spectrum", "hessian_trace"]
+
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+def _operator(
+    model: nn.Module,
+    data: Dataset | Pair,
+    loss: Loss | None,
+    batch_size: int | None,
+    params: Selection,
+    split: str,
+) -> HessianOperator:
+    return HessianOperator(
+        model, data, loss=loss, batch_size=batch_size, params=params, split=split
+    )
+
+
+def hessian_eigenvalues(
+    model: nn.Module,
+    data: Dataset | Pair,
+    k: int = 1,
+    which: str = "largest",
+    *,
+    loss: Loss | None = None,
+    batch_size: int | None = None,
+    params: Selection = None,
+    split: str = "train",
+    **opts: Any,
+) -> EigenResult:
+    """Extreme eigenvalues of the loss Hessian (Lanczos on exact Hessian-vector products).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluated in eval mode (BatchNorm running statistics); never changed.
+    data : Dataset or (inputs, targets)
+    k : int
+        Number of eigenvalues (at each end for ``which="both"``), ``1 <= k < n``.
+    which : {"largest", "smallest", "both"}
+        ``"smallest"`` gives the most negative eigenvalues (non-convexity, Li et al. 2018).
+    loss, batch_size, params, split
+        Operator options, see :class:`~funcspace.hessian.HessianOperator`.
+    **opts
+        Passed to :func:`~funcspace.hessian.lanczos`: ``tol`` (relative residual, default
+        1e-3), ``max_iter``, ``seed``, ``v0``.
+
+    Returns
+    -------
+    EigenResult
+        Values with their residuals, iterations, convergence flag and HVP count.
+
+    Raises
+    ------
+    FuncspaceError
+        For bad data or options (``k < 1``, ``k >= n``, non-finite weights, ...).
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Linear(3, 2).double()
+    >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,)))
+    >>> res = hessian_eigenvalues(model, data, k=1, which="both", tol=1e-8)
+    >>> bool(res.values[0] >= res.values[1])
+    True
+    """
+    op = _operator(model, data, loss, batch_size, params, split)
+    return lanczos(op, k, which, **opts)
+
+
+def hessian_trace(
+    model: nn.Module,
+    data: Dataset | Pair,
+    method: str = "hutch++",
+    hvps: int = 99,
+    seed: int = 0,
+    *,
+    loss: Loss | None = None,
+    batch_size: int | None = None,
+    params: Selection = None,
+    split: str = "train",
+) -> TraceResult:
+    """Trace of the loss Hessian, estimated with ``hvps`` Hessian-vector products.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : Dataset or (inputs, targets)
+    method : {"hutch++", "hutchinson"}
+        Hutch++ (default) deflates the top of the spectrum with a third of the products and
+        has a much smaller spread when a few eigenvalues dominate, as in trained networks.
+    hvps : int
+        Product budget (Hutch++ needs at least 3).
+    seed : int
+    loss, batch_size, params, split
+        Operator options, see :class:`~funcspace.hessian.HessianOperator`.
+
+    Returns
+    -------
+    TraceResult
+        The estimate with its standard error.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Linear(3, 2).double()
+    >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,)))
+    >>> hessian_trace(model, data, method="hutchinson", hvps=10).hvps
+    10
+    """
+    if method not in ("hutch++", "hutchinson"):
+        raise FuncspaceError(f"method must be 'hutch++' or 'hutchinson', got {method!r}")
+    op = _operator(model, data, loss, batch_size, params, split)
+    if method == "hutchinson":
+        return hutchinson_trace(op, samples=hvps, seed=seed)
+    return hutchpp_trace(op, hvps=hvps, seed=seed)
+
+
+def hessian_spectrum(
+    model: nn.Module,
+    data: Dataset | Pair,
+    *,
+    loss: Loss | None = None,
+    batch_size: int | None = None,
+    params: Selection = None,
+    split: str = "train",
+    **opts: Any,
+) -> SpectralDensity:
+    """Eigenvalue density of the loss Hessian (stochastic Lanczos quadrature).
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : Dataset or (inputs, targets)
+    loss, batch_size, params, split
+        Operator options, see :class:`~funcspace.hessian.HessianOperator`.
+    **opts
+        Passed to :func:`~funcspace.hessian.spectral_density`: ``n_vectors`` (default 3),
+        ``steps`` (60), ``seed``, ``grid``, ``sigma``.
+
+    Returns
+    -------
+    SpectralDensity
+        Grid, density (integrates to 1), quadrature nodes and weights.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Linear(3, 2).double()
+    >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 2, (16,)))
+    >>> round(hessian_spectrum(model, data, steps=8).mass(), 4)
+    1.0
+    """
+    op = _operator(model, data, loss, batch_size, params, split)
+    return spectral_density(op, **opts)
+
+
+# local energy: see funcspace.energy

@@ -1,8 +1,33 @@
 """funcspace: symmetry-aware function-space geometry of neural networks.
 
-``import funcspace`` loads the measuring core (and canonicalize beneath it), never the study.
+``import funcspace`` loads the measuring core (and canonicalize beneath it), never the study:
+
+- :mod:`funcspace.data`: embedded data sets, files the user has, user tensors;
+- :mod:`funcspace.models`: reference architectures;
+- :func:`train`: minimizers of different flatness (SGD, RSGD, ADV, Adam, SAM, entropy-SGD);
+- :func:`evaluate`: error and loss of many parameter points in batched passes;
+- :mod:`funcspace.flatness`: local energy and Hessian eigenvalues, trace and spectrum;
+- :mod:`funcspace.similarity`: disagreement, output distances, CKA, geodesic distance;
+- :mod:`funcspace.landscape`: filter-normalized lines and planes, trajectory PCA
+  (:mod:`funcspace.plots` draws them).
 """
 
-from . import models
+from . import data, flatness, landscape, models, params, similarity
+from .errors import DataError, FuncspaceError
+from .evaluation import Evaluation, evaluate
+from .training import TrainResult, train
 
-__all__ = ["models"]
+__all__ = [
+    "DataError",
+    "Evaluation",
+    "FuncspaceError",
+    "TrainResult",
+    "data",
+    "evaluate",
+    "flatness",
+    "landscape",
+    "models",
+    "params",
+    "similarity",
+    "train",
+]

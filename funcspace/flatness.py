@@ -31,6 +31,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from funcspace.data import Dataset, Pair
+from funcspace.energy import LocalEnergy, local_energy
 from funcspace.errors import FuncspaceError
 from funcspace.hessian import (
     EigenResult,
@@ -44,7 +45,13 @@ from funcspace.hessian import (
     spectral_density,
 )
 
-__all__ = ["hessian_eigenvalues", "hessian_spectrum", "hessian_trace"]
+__all__ = [
+    "LocalEnergy",
+    "hessian_eigenvalues",
+    "hessian_spectrum",
+    "hessian_trace",
+    "local_energy",
+]
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -203,5 +210,3 @@ def hessian_spectrum(
     op = _operator(model, data, loss, batch_size, params, split)
     return spectral_density(op, **opts)
 
-
-# local energy: see funcspace.energy

@@ -9,7 +9,8 @@ and decides when to stop. Names (see :data:`METHODS`):
     toroids paper's standard minimizers.
 ``"rsgd"``
     Replicated SGD (:class:`ReplicatedSGD`): ``replicas`` copies, each on its own shuffled
-    batches, each pulled toward their center; the center is the result (flat minima, by design).
+    batches, each pulled toward their center; the center is the result (flat minima by design,
+    not yet by measurement on our data: see the class).
 ``"adv"``
     Adversarial initialization (Liu et al. 2020): pre-train on a copy of the training set with
     random labels and 10% of the inputs zeroed, then SGD without momentum (sharp minima).
@@ -237,7 +238,10 @@ class _Stepper(Method):
 
 def _sgd(params: Any, lr: float, momentum: float, nesterov: bool, weight_decay: float):
     return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+        params,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov and momentum > 0,
         weight_decay=weight_decay,
     )
 
@@ -428,8 +432,12 @@ class EntropySGD(Method):
                         drift = p.grad + gamma * (p - x) + o["weight_decay"] * p
                         p.sub_(o["inner_lr"] * drift)
                         if step_noise > 0:
-                            p.add_(torch.randn(p.shape, generator=ctx.noise, device=p.device,
-                                               dtype=p.dtype), alpha=step_noise)
+                            p.add_(
+                                torch.randn(
+                                    p.shape, generator=ctx.noise, device=p.device, dtype=p.dtype
+                                ),
+                                alpha=step_noise,
+                            )
                         m.mul_(o["alpha"]).add_(p, alpha=1 - o["alpha"])
             with torch.no_grad():
                 for p, x, m in zip(params, anchor, mu, strict=True):
@@ -470,9 +478,11 @@ class Gated:
     """No coupling until the replicas converge, then a geometric pull: ``g0 * growth**k``.
 
     The gate opens at the end of the first epoch whose mean training error of the replicas is
-    at most ``target_error``; the next epoch has ``g0`` and ``k`` counts the epochs since.
-    Replicas explore apart while they learn and are pulled together only once they sit in
-    low-error regions.
+    at most ``target_error``; the next epoch has ``g0`` and ``k`` counts the epochs since; the
+    coupling stops growing at ``g_max``. Replicas explore apart while they learn and are pulled
+    together only once they sit in low-error regions. Keep ``lr * g_max`` well below 1: with
+    Nesterov momentum 0.9 the coupling alone is unstable beyond ``lr * g`` of about 1.4 (on
+    digits, lr 0.2 with ``g_max`` 10 diverged, ``g_max`` 1 does not).
 
     Examples
     --------
@@ -484,7 +494,7 @@ class Gated:
     target_error: float = 0.02
     g0: float = 0.1
     growth: float = 1.5
-    g_max: float = 10.0
+    g_max: float = 1.0
 
     def __call__(self, epoch: int, replica_errors: Sequence[float]) -> float:
         opened = next((i for i, e in enumerate(replica_errors) if e <= self.target_error), None)
@@ -515,14 +525,39 @@ class ReplicatedSGD(Method):
     Replica ``a`` minimizes ``loss_a + g/2 |w_a - c|^2``. ``center="mean"``: ``c`` is the
     replicas' mean, detached, recomputed every step. ``center="elastic"``: ``c`` is a variable
     of its own (elastic averaging), moved by ``lr * g * sum_a (w_a - c)`` after every step; it
-    stays at the initialization while ``g`` is 0. The result (:attr:`model`) is the center.
+    stays at the initialization while ``g`` is 0. The result (:attr:`model`) is the center, so
+    ``stop_at_zero_error`` stops when the *center* fits the training set.
 
-    ``coupling`` sets ``g`` per epoch: a pair ``(g0, growth)`` is :class:`Geometric` (the paper);
-    the default :class:`Gated` keeps ``g = 0`` until the replicas' mean training error reaches
-    ``target_error`` and then grows it geometrically; any callable ``(epoch, replica_errors) ->
-    g`` works (``replica_errors[0]`` is at the start, one more per finished epoch). Options:
-    ``lr`` (0.05), ``replicas`` (5), ``coupling``, ``center``, ``momentum`` (0.9), ``nesterov``,
-    ``weight_decay``, ``schedule`` ("cosine").
+    ``coupling`` sets ``g`` per epoch: a pair ``(g0, growth)`` is :class:`Geometric` (the paper:
+    ``(1e-3, 1.05)``); the default :class:`Gated` (``g = 0`` until the replicas' mean training
+    error reaches 0.02, then ``0.1 * 1.5**k`` up to 1) lets the replicas explore apart while they
+    learn and pulls them together only once they have converged; any callable
+    ``(epoch, replica_errors) -> g`` works (``replica_errors[0]`` is at the start, one more per
+    finished epoch). ``init_noise`` starts each replica at ``w0 (1 + s z)`` instead of ``w0``.
+
+    Measured on digits (``benchmarks/flat_minima.py``): no schedule made the center flatter
+    than SGD at the same learning rate. Replicas that start together spread only as far as SGD
+    noise takes them (mean squared distance ~1e-6 per parameter at lr 0.05), so whether the
+    coupling is felt (gated, grown to 1) or not (the paper's, ~1e-3 before zero error:
+    averaged SGD) the center is SGD's minimizer; replicas started apart (``init_noise``
+    0.1-0.3) or left uncoupled give a *sharper* average. The default is the gated schedule
+    because it is bounded and reaches a collapsed, consistent center whatever the budget, not
+    because it was measured flatter.
+
+    Options: ``lr`` (0.05), ``replicas`` (5), ``coupling``, ``center`` ("mean"),
+    ``init_noise`` (0), ``momentum`` (0.9), ``nesterov`` (True), ``weight_decay`` (0),
+    ``schedule`` ("cosine").
+
+    Examples
+    --------
+    >>> from funcspace.models import MLP
+    >>> from funcspace.training import train
+    >>> x = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
+    >>> y = (x[:, 0] > 0).long()
+    >>> result = train(MLP(5, [16], 2, seed=0), (x, y), "rsgd", epochs=3, replicas=3,
+    ...                coupling=Gated(target_error=0.2), progress=False)
+    >>> len(result.record.details["replica_error"]) == result.record.epochs + 1
+    True
     """
 
     name = "rsgd"

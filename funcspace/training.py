@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class TrainRecord:
     test_error, test_loss : the same on the test split; ``None`` when the data had none.
     wall_time : seconds for the whole run (pre-training and evaluation included).
     stopped_at_zero_error : whether the run ended because the training error reached zero.
+        A run whose training loss becomes NaN or infinite stops there (a warning is logged);
+        check ``diverged``.
     details : method-specific history (``"rsgd"``: coupling, replica error and spread per
         epoch; ``"adv"``: pre-training epochs and the errors of the adversarial initialization).
     """
@@ -61,6 +64,11 @@ class TrainRecord:
     stopped_at_zero_error: bool
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def diverged(self) -> bool:
+        """Whether the training loss became NaN or infinite (the run stopped there)."""
+        return bool(self.train_loss) and not math.isfinite(self.train_loss[-1])
+
     def to_dict(self) -> dict[str, Any]:
         """The record as plain data (options that are objects are given by their ``repr``)."""
         out = asdict(self)
@@ -70,6 +78,7 @@ class TrainRecord:
         }
         for key in ("train_error", "train_loss", "test_error", "test_loss"):
             out[key] = None if out[key] is None else list(out[key])
+        out["diverged"] = self.diverged
         return out
 
 
@@ -246,10 +255,19 @@ def train(
                     history["tl"].append(test_loss)
                 bar.set_postfix(train_error=f"{error:.4f}", refresh=False)
                 bar.update()
-                logger.debug("%s epoch %d: train error %.4f loss %.4f", optimizer, epoch, error,
-                             loss)
+                logger.debug(
+                    "%s epoch %d: train error %.4f loss %.4f", optimizer, epoch, error, loss
+                )
                 if stop_at_zero_error and error == 0:
                     stopped = True
+                    break
+                if not math.isfinite(loss):
+                    logger.warning(
+                        "%s diverged at epoch %d (training loss %s); stopping",
+                        optimizer,
+                        epoch,
+                        loss,
+                    )
                     break
         result = method.model
     result.eval()

@@ -130,6 +130,14 @@ def test_epoch_budget_respected(pair):
     assert untrained.record.epochs == 0 and _same(untrained.model, _model())
 
 
+def test_divergence_stops_the_run_with_a_warning(pair, caplog):
+    with caplog.at_level("WARNING", logger="funcspace.training"):
+        record = train(_model(), pair, "sgd", lr=1e8, epochs=20, progress=False).record
+    assert record.diverged and record.epochs < 20 and not record.stopped_at_zero_error
+    assert "diverged" in caplog.text
+    assert not train(_model(), pair, "sgd", epochs=1, progress=False).record.diverged
+
+
 def test_record_lengths_and_plain_data(pair, dataset):
     with_test = train(
         _model(), dataset, "sgd", epochs=3, stop_at_zero_error=False, progress=False

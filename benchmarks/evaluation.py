@@ -174,7 +174,7 @@ def bench_points(x_all, y_all, repeats: int) -> list[dict]:
 # ------------------------------------------------------------------------------- (b) plane
 
 
-def ll_plane_points(model: nn.Module, seed: int):
+def ll_plane_points(model: nn.Module, seed: int, steps: int = STEPS):
     """loss-landscapes' random_plane directions and grid coefficients (same RNG use)."""
     from loss_landscapes.model_interface.model_parameters import orthogonal_to, rand_u_like
     from loss_landscapes.model_interface.model_wrapper import wrap_model
@@ -187,38 +187,44 @@ def ll_plane_points(model: nn.Module, seed: int):
     d1.filter_normalize_(start)
     d2.filter_normalize_(start)
     norm = start.model_norm()
-    d1.mul_((norm / 1 / STEPS) / d1.model_norm())
-    d2.mul_((norm / 1 / STEPS) / d2.model_norm())
+    d1.mul_((norm / 1 / steps) / d1.model_norm())
+    d2.mul_((norm / 1 / steps) / d2.model_norm())
     names = [n for n, _ in model.named_parameters()]
     directions = [
         {n: t.detach().clone() for n, t in zip(names, d.parameters, strict=True)} for d in (d1, d2)
     ]
     coefficients = torch.tensor(
         [
-            [i - STEPS / 2, j + (1 if i % 2 == 0 else 0) - STEPS / 2]
-            for i in range(STEPS)
-            for j in range(STEPS)
+            [i - steps / 2, j + (1 if i % 2 == 0 else 0) - steps / 2]
+            for i in range(steps)
+            for j in range(steps)
         ],
         dtype=torch.float32,
     )
     return directions, coefficients
 
 
-def bench_plane(x_all, y_all, model, repeats: int) -> list[dict]:
+def flops_per_input(model: nn.Module) -> int:
+    return sum(
+        2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)
+    )
+
+
+def bench_plane(x_all, y_all, model, repeats: int, sizes, steps: int = STEPS) -> list[dict]:
     import loss_landscapes
     import loss_landscapes.metrics as llm
 
     origin = {n: p.detach() for n, p in model.named_parameters()}
-    directions, coefficients = ll_plane_points(model, seed=7)
+    directions, coefficients = ll_plane_points(model, seed=7, steps=steps)
     rows = []
-    for n in (128, len(x_all)):
+    for n in sizes:
         x, y = x_all[:n], y_all[:n]
         metric = llm.Loss(F.cross_entropy, x, y)
 
         def theirs(metric=metric):
             torch.manual_seed(7)
             return loss_landscapes.random_plane(
-                model, metric, distance=1, steps=STEPS, normalization="filter", deepcopy_model=True
+                model, metric, distance=1, steps=steps, normalization="filter", deepcopy_model=True
             )
 
         def ours(x=x, y=y, reuse=True):
@@ -234,7 +240,7 @@ def bench_plane(x_all, y_all, model, repeats: int) -> list[dict]:
 
         values_theirs = np.asarray(theirs(), dtype=np.float64)
         result = ours()
-        values_ours = result.loss.reshape(STEPS, STEPS)
+        values_ours = result.loss.reshape(steps, steps)
         diff = float(np.abs(values_ours - values_theirs).max() / np.abs(values_theirs).max())
         times = race(
             {
@@ -248,13 +254,30 @@ def bench_plane(x_all, y_all, model, repeats: int) -> list[dict]:
             {
                 "n": n,
                 "times": times,
-                "flops": STEPS**2 * n * FLOPS_PER_INPUT,
+                "flops": steps**2 * n * flops_per_input(model),
                 "rel_diff": diff,
                 "chunk": result.chunk,
                 "strategy": result.strategy,
             }
         )
     return rows
+
+
+def print_plane(rows, label: str) -> None:
+    for row in rows:
+        times = row["times"]
+        ours = min(times["ours evaluate_affine"])
+        print(
+            f"\n{label}, N = {row['n']} inputs (auto: {row['strategy']}, chunk {row['chunk']}; "
+            f"max relative difference to loss-landscapes' values {row['rel_diff']:.1e})"
+        )
+        print("| method | ms best (median) | GFLOP/s (plain-evaluation FLOPs) | time / ours |")
+        print("|---|---|---|---|")
+        for name, ts in times.items():
+            print(
+                f"| {name} | {_fmt(ts)} | {row['flops'] / min(ts) / 1e9:6.0f} | "
+                f"{min(ts) / ours:5.2f} |"
+            )
 
 
 def check_interpolation(x, y, a, b) -> tuple[float, float]:
@@ -297,23 +320,21 @@ def main(repeats: int = 9) -> None:
                 f"{min(ts) / ours:5.2f} |"
             )
 
-    print("\n(b) 25x25 filter-normalized plane (loss-landscapes' own points)")
+    print("\n(b) filter-normalized planes at loss-landscapes' own points")
     a = train(make_mlp(0), x, y, seed=0)
     b = train(make_mlp(1), x, y, seed=1)
-    for row in bench_plane(x, y, a, repeats=max(3, repeats // 3)):
-        times = row["times"]
-        ours = min(times["ours evaluate_affine"])
-        print(
-            f"\nN = {row['n']} inputs (auto: {row['strategy']}, chunk {row['chunk']}; "
-            f"max relative difference to loss-landscapes' values {row['rel_diff']:.1e})"
-        )
-        print("| method | ms best (median) | GFLOP/s (plain-evaluation FLOPs) | time / ours |")
-        print("|---|---|---|---|")
-        for name, ts in times.items():
-            print(
-                f"| {name} | {_fmt(ts)} | {row['flops'] / min(ts) / 1e9:6.0f} | "
-                f"{min(ts) / ours:5.2f} |"
-            )
+    plane_repeats = max(3, repeats // 3)
+    print_plane(bench_plane(x, y, a, plane_repeats, (128, len(x))), "25x25, digits MLP")
+    # A wide first layer (784 inputs: 60% of the FLOPs), where reusing it pays most.
+    torch.manual_seed(0)
+    wide = nn.Sequential(
+        nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    ).eval()
+    gen = torch.Generator().manual_seed(0)
+    x_wide = torch.randn(2000, 784, generator=gen)
+    y_wide = torch.randint(0, 10, (2000,), generator=gen)
+    rows = bench_plane(x_wide, y_wide, wide, 3, (2000,), steps=11)
+    print_plane(rows, "11x11, 784-512-512-10 MLP on 2000 Gaussian inputs")
 
     abs_diff, rel_diff = check_interpolation(x, y, a, b)
     print(

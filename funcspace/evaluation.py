@@ -12,19 +12,26 @@ copied per point or mutated. Three strategies compute the same numbers:
   batched products in a (points, features, inputs) layout; a chunk of one point runs plain 2-D
   products, the cheapest loop there is.
 
-``"auto"`` (the rule, measured on the project's 2-core AVX-512 CPU, see ``benchmarks/``):
-a chain model runs ``"stacked"`` with ``chunk = clamp(2 MiB / (batch * width * itemsize), 1,
-K)``, ``width`` the widest layer: stacking pays while a chunk's activations stay in cache
-(overhead regime: 64 points of a 64-256-256-10 MLP on 128 inputs run in chunks of 16), and
-on large batches the chunk drops to 1, the plain loop that batching cannot beat on a CPU
-(compute regime). Any other model runs ``"loop"`` on a CPU (``vmap`` of convolutions was
-slower there) and ``"vmap"`` in chunks on CUDA (not measured here). On CUDA the budget is
-256 MiB, so chunks grow large.
+``"auto"`` (the rule, measured on the project's 2-core AVX-512 CPU, torch 2.13; see
+``benchmarks/evaluation.py`` and ``benchmarks/README.md``):
+
+- a chain model runs ``"stacked"`` with ``chunk = clamp(2 MiB // (batch * width * itemsize),
+  1, K)``, ``width`` its widest layer. Stacking pays while a chunk's activations stay in cache
+  (overhead regime: 64 points of a 64-256-256-10 MLP on 128 inputs run in chunks of 16, 1.5x a
+  loop over modules); on large batches the chunk drops to 1, the plain loop of 2-D
+  products that batching cannot beat on a CPU (compute regime: 1,797 inputs, 1.0x).
+- any other model runs ``"vmap"`` in chunks of 16 when it is traceable by ``torch.fx`` and a
+  point's pass on one batch costs under 8 MFLOP (Linear and Conv layers, counted on a one-input
+  pass; a small CNN: 2.7x the loop at 1.6 MFLOP, 0.9x at 26 MFLOP, LeNet never faster), else
+  ``"loop"``; if vmap fails on the model, ``"auto"`` falls back to the loop.
+- on CUDA the stacking budget is 256 MiB and generic models run vmap (not measured here).
 
 :func:`evaluate_affine` evaluates points ``origin + sum_i c_i d_i`` (planes, lines) and uses
 that the first layer's pre-activation is affine in the coefficients: ``X W(c)^T + b(c) = (X
 W_0^T + b_0) + sum_i c_i (X D_i^T + e_i)``, so each batch pays ``m + 1`` first-layer products
-instead of one per point.
+instead of one per point. What it saves is the first layer's share of the work minus the
+memory passes of the combination: little for the 64-input digits MLP (about 1.1x), much for
+wide inputs (784-input MNIST-sized MLP, where the first layer is 60% of the FLOPs).
 
 BatchNorm: ``"fixed"`` uses each point's running statistics (stacked buffers, or the shared
 ones of the template); ``"recalibrate"`` recomputes them per point in train-mode forward
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +76,10 @@ DEFAULT_BATCH = 2048
 _CPU_BUDGET = 2 * 2**20
 _GPU_BUDGET = 256 * 2**20
 _GENERIC_VMAP_CHUNK = 16
+_POINT_BLOCK_BYTES = 32 * 2**20
+# Below this many FLOPs per point and batch, vmap over a generic model beat the loop on the
+# project's CPU (small CNN: 2.7x at 1.6 MFLOP, 1.6x at 6.4; 0.9x at 26; LeNet 0.5-1.0x).
+_CPU_VMAP_FLOPS = 8e6
 
 
 @dataclass(frozen=True)
@@ -424,6 +436,9 @@ class _AffinePoints(_Points):
         )
         self.coefficients = coefficients
         self.size = coefficients.shape[0]
+        itemsize = self.origin.element_size()
+        self.block_size = int(max(1, min(16, _POINT_BLOCK_BYTES // (len(self.origin) * itemsize))))
+        self._block: tuple[int, int, Tensor | None] = (0, 0, None)
 
     def _unflat(self, flat: Tensor, lead: tuple[int, ...]) -> Params:
         parts = flat.split(self.sizes, dim=-1)
@@ -437,8 +452,14 @@ class _AffinePoints(_Points):
         return self._unflat(flat, (len(c),))
 
     def point(self, k: int) -> Params:
-        flat = torch.addmv(self.origin, self.directions.T, self.coefficients[k])
-        return self._unflat(flat, ())
+        # Points are materialized a block at a time: one product reads the directions once
+        # for the block instead of once per point (they leave the cache between points).
+        start, stop, block = self._block
+        if not start <= k < stop:
+            stop = min(k + self.block_size, self.size)
+            block = torch.addmm(self.origin, self.coefficients[k:stop], self.directions)
+            start, self._block = k, (k, stop, block)
+        return self._unflat(block[k - start], ())
 
 
 @dataclass
@@ -536,23 +557,34 @@ def _chain_bn(h, name, params, buffers, module, row, stats, step) -> Tensor:
 # -------------------------------------------------------------------------------- engine
 
 
-@dataclass
 class _Scores:
-    loss: Tensor
-    wrong: Tensor
+    """Per-point sums of cross-entropy and of mistakes, accumulated batch by batch."""
 
-    def add(self, start: int, logits: Tensor, y: Tensor, class_dim: int) -> None:
-        """Accumulate per-point sums; ``logits`` is (k, N, C) or (k, C, N) (class_dim 1)."""
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.loss = torch.zeros(size, dtype=torch.float64, device=device)
+        self.wrong = torch.zeros(size, dtype=torch.int64, device=device)
+        self._losses: list[Tensor] = []
+        self._wrong: list[Tensor] = []
+
+    def add(self, logits: Tensor, y: Tensor, class_dim: int) -> None:
+        """One chunk's logits, (k, N, C) or (k, C, N) (``class_dim`` 1), chunks in order."""
         k = logits.shape[0]
         if class_dim == 1:
             losses = F.cross_entropy(logits, y.expand(k, -1), reduction="none")
         else:
-            c = logits.shape[-1]
-            losses = F.cross_entropy(logits.reshape(-1, c), y.repeat(k), reduction="none")
-            losses = losses.view(k, -1)
-        wrong = (logits.argmax(class_dim) != y).sum(-1)
-        self.loss[start : start + k] += losses.sum(-1, dtype=torch.float64)
-        self.wrong[start : start + k] += wrong
+            # log sum_j exp(z_j - z_y): half the time of cross_entropy on (N, C) rows, and
+            # as accurate near zero loss (the shift is exact, the sum stays near 1).
+            picked = logits.gather(-1, y.expand(k, -1).unsqueeze(-1))
+            losses = torch.logsumexp(logits - picked, -1)
+        self._losses.append(losses.sum(-1, dtype=torch.float64))
+        # max(...).indices is the first maximal index, as argmax, and much faster across
+        # the middle axis of (k, C, N).
+        self._wrong.append((logits.max(class_dim).indices != y).sum(-1))
+
+    def end_batch(self) -> None:
+        self.loss += torch.cat(self._losses)
+        self.wrong += torch.cat(self._wrong)
+        self._losses, self._wrong = [], []
 
 
 def _check_logits(logits: Tensor, y: Tensor, class_dim: int) -> None:
@@ -607,15 +639,50 @@ def _resolve_strategy(job: _Job) -> tuple[str, int, bool]:
         budget = _CPU_BUDGET if device.type == "cpu" else _GPU_BUDGET
         per_point = job.batch_size * max(plan.widths) * x0.element_size()
         return "stacked", int(max(1, min(K, budget // per_point))), True
-    if strategy == "auto":  # vmap needs a forward without data-dependent control flow
-        strategy = "vmap" if device.type != "cpu" and plan.graph is not None else "loop"
+    if strategy == "auto":
+        # vmap needs a forward without data-dependent control flow (a traceable one); on a
+        # CPU it pays only while each point's pass is small (overhead regime).
+        small = device.type != "cpu" or _flops_per_input(job, x0) * job.batch_size < _CPU_VMAP_FLOPS
+        strategy = "vmap" if plan.graph is not None and K > 1 and small else "loop"
     if strategy == "loop":
         return "loop", 1, False
     return "vmap", min(job.chunk or _GENERIC_VMAP_CHUNK, K), False
 
 
+def _flops_per_input(job: _Job, x: Tensor) -> float:
+    """Multiply-add FLOPs of Linear and Conv layers for one input, from a one-input pass."""
+    skeleton = _skeleton(job.template)
+    total = [0]
+
+    def count(module, _, out):
+        if isinstance(module, nn.Linear):
+            total[0] += 2 * out.numel() * module.in_features
+        else:
+            fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total[0] += 2 * out.numel() * fan_in
+
+    layers = (nn.Linear, nn.modules.conv._ConvNd)
+    for module in skeleton.modules():
+        if isinstance(module, layers):
+            module.register_forward_hook(count)
+    try:
+        functional_call(skeleton, (job.points.point(0), job.buffers.point(0)), (x[:1],))
+    except Exception:  # noqa: BLE001 - a model that cannot take one input: assume it is big
+        return math.inf
+    return float(total[0])
+
+
 def _run(job: _Job) -> Evaluation:
     strategy, chunk, use_chain = _resolve_strategy(job)
+    if job.strategy == "auto" and strategy == "vmap":
+        try:
+            return _execute(job, strategy, chunk, use_chain)
+        except FuncspaceError:  # vmap cannot run it after all: the loop always can
+            return _execute(job, "loop", 1, False)
+    return _execute(job, strategy, chunk, use_chain)
+
+
+def _execute(job: _Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation:
     K = job.points.size
     plan = job.plan
     reuse = job.affine is not None and (use_chain or plan.first_node is not None)
@@ -635,17 +702,15 @@ def _run(job: _Job) -> Evaluation:
             for start in range(0, K, chunk):
                 runner.recalibrate(shared, start, min(start + chunk, K), buffers, step)
 
-    scores = _Scores(
-        torch.zeros(K, dtype=torch.float64, device=device),
-        torch.zeros(K, dtype=torch.int64, device=device),
-    )
+    scores = _Scores(K, device)
     for i, (x, y) in enumerate(job.batches):
         shared = runner.shared(x)
         for start in range(0, K, chunk):
             logits, class_dim = runner.logits(shared, start, min(start + chunk, K), buffers)
             if i == 0 and start == 0:
                 _check_logits(logits, y, class_dim)
-            scores.add(start, logits, y, class_dim)
+            scores.add(logits, y, class_dim)
+        scores.end_batch()
 
     n = sum(len(y) for _, y in job.batches)
     values = {}

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 from funcspace.data import Dataset
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Evaluation, evaluate, evaluate_affine
-from funcspace.models import CNN, MLP
+from funcspace.models import CNN, MLP, lenet
 from funcspace.params import from_params, stack
 from tests.strategies import models as random_models
 
@@ -189,7 +189,6 @@ def test_nothing_is_mutated_and_eval_mode_is_used():
     assert_matches(evaluate(net, (x, y)), reference([net], x, y))
 
 
-@settings(max_examples=15)
 @given(case=random_models(), k=st.integers(1, 4), chunk=st.integers(1, 5))
 def test_random_architectures_batched_equals_looped(case, k, chunk):
     nets = perturbed_copies(case.model, k, scale=0.1)
@@ -231,8 +230,27 @@ def test_auto_rule_picks_stacked_chunks_from_sizes():
     assert small.strategy == "stacked" and small.chunk == 16
     large = evaluate(points, (torch.randn(1797, 64), torch.randint(0, 10, (1797,))))
     assert large.strategy == "stacked" and large.chunk == 1
-    conv = evaluate(cnn(), data("cnn"))
-    assert conv.strategy == "loop"
+    # Generic models: vmap while a point's pass is small, the loop beyond.
+    x, y = data("cnn")
+    small = evaluate(perturbed_copies(cnn(), 3), (x, y))
+    assert small.strategy == "vmap" and small.chunk == 3
+    assert evaluate(cnn(), (x, y)).strategy == "loop"  # one point: nothing to batch
+    big = lenet(seed=0)
+    heavy = evaluate([big, big], (torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))))
+    assert heavy.strategy == "loop"
+
+
+def test_ties_count_as_argmax_does():
+    """Equal logits: the first maximal class is the prediction, in every layout."""
+    net = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 5)).double()
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.copy_(torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0]))
+    x, y = data("mlp")
+    nets = perturbed_copies(net, 3, scale=0.0)
+    for strategy, chunk in (("stacked", 1), ("stacked", 3), ("loop", 1), ("vmap", 3)):
+        result = evaluate(nets, (x, y), strategy=strategy, chunk=chunk)
+        np.testing.assert_array_equal(result.error, (y != 1).double().mean().item())
 
 
 def test_float32_model_with_float64_inputs_and_metric_subset():

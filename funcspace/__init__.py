@@ -14,7 +14,7 @@
 
 from . import data, flatness, landscape, models, params, similarity
 from .errors import DataError, FuncspaceError
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, evaluate, evaluate_affine
 from .training import TrainResult, train
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "TrainResult",
     "data",
     "evaluate",
+    "evaluate_affine",
     "flatness",
     "landscape",
     "models",

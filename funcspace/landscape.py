@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import evaluate_affine
-from funcspace.params import Params, buffers_of, parameters_of
+from funcspace.params import Params, buffers_of, check_compatible, parameters_of
 
 logger = logging.getLogger(__name__)
 
@@ -831,15 +831,7 @@ def trajectory_pca(
     first = points[0]
     if not first:
         raise FuncspaceError("trajectory points hold no floating-point tensors")
-    for i, point in enumerate(points[1:], start=1):
-        if point.keys() != first.keys():
-            raise FuncspaceError(f"trajectory[{i}] has other tensor names than trajectory[0]")
-        for n in first:
-            if point[n].shape != first[n].shape:
-                raise FuncspaceError(
-                    f"trajectory[{i}][{n!r}] has shape {tuple(point[n].shape)}, "
-                    f"trajectory[0] {tuple(first[n].shape)}"
-                )
+    check_compatible(points, "trajectory point")
     origin = points[-1] if center is None else _as_point(center, -1, list(first))
     if origin.keys() != first.keys():
         raise FuncspaceError("center must have the trajectory's tensor names")

@@ -56,6 +56,23 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     return out
 
 
+def check_compatible(points: Sequence[Params], label: str = "point") -> None:
+    """Refuse parameter dicts that differ in names or shapes, saying which and where.
+
+    ``label`` names the items in the message (``"model 2"``, ``"trajectory 5"``).
+    """
+    first = points[0]
+    for i, point in enumerate(points[1:], start=1):
+        if point.keys() != first.keys():
+            raise FuncspaceError(f"{label} {i} has other tensor names than {label} 0")
+        for name in first:
+            if point[name].shape != first[name].shape:
+                raise FuncspaceError(
+                    f"{label} {i} differs from {label} 0 in '{name}': shape "
+                    f"{tuple(point[name].shape)} vs {tuple(first[name].shape)}"
+                )
+
+
 @dataclass(frozen=True, eq=False)
 class Stacked:
     """K networks of one architecture: ``params[name]`` has shape ``(K, *shape)``.
@@ -102,16 +119,7 @@ def stack(models: Sequence[nn.Module]) -> Stacked:
     if not models:
         raise FuncspaceError("stack needs at least one model")
     first = parameters_of(models[0])
-    for i, model in enumerate(models[1:], start=1):
-        other = parameters_of(model)
-        if other.keys() != first.keys():
-            raise FuncspaceError(f"model {i} has other parameter names than model 0")
-        for name in first:
-            if other[name].shape != first[name].shape:
-                raise FuncspaceError(
-                    f"model {i} differs from model 0 in '{name}': shape "
-                    f"{tuple(other[name].shape)} vs {tuple(first[name].shape)}"
-                )
+    check_compatible([parameters_of(m) for m in models], "model")
     named = [dict(m.named_parameters()) for m in models]
     params = {n: torch.stack([p[n].detach() for p in named]) for n in first}
     buffer_names = list(buffers_of(models[0]))

@@ -23,6 +23,7 @@ from funcspace.hessian import (
     HessianOperator,
     hutchinson_trace,
     hutchpp_trace,
+    krylov_trace,
     lanczos,
     spectral_density,
 )
@@ -374,8 +375,46 @@ def test_trace_on_hessian_operator(tanh_problem):
     assert abs(full.estimate - exact) < 1e-9 and full.std_error == 0.0 and full.hvps == 2 * n
     res = hessian_trace(model, (x, y), method="hutchinson", hvps=20, seed=4)
     assert res.hvps == 20 and abs(res.estimate - exact) < 5 * res.std_error
-    res = hessian_trace(model, (x, y), hvps=30, seed=4)
+    res = hessian_trace(model, (x, y), method="hutch++", hvps=30, seed=4)
     assert res.method == "hutch++" and abs(res.estimate - exact) < 5 * res.std_error
+    res = hessian_trace(model, (x, y), hvps=30, seed=4)
+    assert res.method == "krylov" and abs(res.estimate - exact) < 5 * res.std_error
+    full = krylov_trace(op, hvps=n, steps=n)  # the Krylov space is everything: exact
+    assert abs(full.estimate - exact) < 1e-9 and full.std_error == 0.0 and full.hvps == n
+
+
+def _outliers(n: int = 200) -> torch.Tensor:
+    """A trained network's Hessian in miniature: ten outliers over a wide bulk of both signs."""
+    g = torch.Generator().manual_seed(7)
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    bulk = 0.02 * torch.randn(n - 10, generator=g, dtype=torch.float64)
+    lam = torch.cat([torch.linspace(1.0, 0.2, 10, dtype=torch.float64), bulk])
+    return U @ torch.diag(lam) @ U.T
+
+
+@pytest.mark.parametrize("matrix", [_decaying, _outliers])
+def test_krylov_trace_unbiased_and_tighter_than_hutchinson_and_hutchpp(matrix):
+    A = matrix()
+    true = float(torch.trace(A))
+    seeds = range(300)
+    runs = [krylov_trace(A, hvps=30, seed=s) for s in seeds]
+    assert all(r.hvps == 30 and r.method == "krylov" for r in runs)
+    kry = np.array([r.estimate for r in runs])
+    assert abs(kry.mean() - true) < 4 * kry.std(ddof=1) / math.sqrt(len(kry))
+    hutch = np.array([hutchinson_trace(A, samples=30, seed=s).estimate for s in seeds])
+    hpp = np.array([hutchpp_trace(A, hvps=30, seed=s).estimate for s in seeds])
+    assert kry.std() < 0.5 * hutch.std() and kry.std() < hpp.std()
+    se = np.mean([r.std_error for r in runs[:40]])
+    assert 0.5 < se / kry.std() < 2
+
+
+def test_krylov_trace_steps_split_the_budget():
+    A = _outliers(60)
+    assert krylov_trace(A, hvps=20, steps=5).hvps == 20
+    only = krylov_trace(A, hvps=8, steps=8)  # no budget left for the rest: no spread known
+    assert only.hvps == 8 and math.isnan(only.std_error)
+    exact = krylov_trace(A, hvps=80, steps=70)  # capped at n = 60: exact
+    assert exact.hvps == 60 and abs(exact.estimate - float(torch.trace(A))) < 1e-10
 
 
 def test_trace_validation():
@@ -386,6 +425,12 @@ def test_trace_validation():
         hutchinson_trace(A, samples=0)
     with pytest.raises(FuncspaceError, match="seed"):
         hutchinson_trace(A, seed=1.5)
+    with pytest.raises(FuncspaceError, match="at least 2"):
+        krylov_trace(A, hvps=1)
+    with pytest.raises(FuncspaceError, match="exceed"):
+        krylov_trace(A, hvps=5, steps=6)
+    with pytest.raises(FuncspaceError, match="steps"):
+        krylov_trace(A, hvps=5, steps=0)
 
 
 # --------------------------------------------------------------------------- spectral density

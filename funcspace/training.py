@@ -142,7 +142,8 @@ def train(
     optimizer : {"sgd", "rsgd", "adv", "adam", "sam", "entropy_sgd"}
         The method (:data:`funcspace.optim.METHODS`). ``"sgd"``: Nesterov momentum 0.9, lr 0.02
         cosine-annealed over ``epochs`` (the paper's standard); ``"rsgd"``: replicated SGD whose
-        result is the replicas' center (:class:`funcspace.optim.ReplicatedSGD`); ``"adv"``:
+        result is the replicas' center (:class:`funcspace.optim.ReplicatedSGD`: 3 replicas
+        from independent initializations, :class:`funcspace.optim.Balanced` coupling); ``"adv"``:
         adversarial initialization then SGD without momentum; ``"sam"``; ``"entropy_sgd"``.
     seed : int
         Seeds the run's own generators (shuffling, corruption, noise) and, for the run only,

@@ -177,7 +177,7 @@ def _context(pair, epochs: int = 3) -> Context:
 
 @pytest.mark.parametrize("coupling", [(0.0, 1.5), Gated(target_error=0.0)])
 def test_rsgd_center_is_the_mean_of_free_replicas(coupling, pair):
-    options = ReplicatedSGD.resolve({"replicas": 3, "coupling": coupling})
+    options = ReplicatedSGD.resolve({"replicas": 3, "coupling": coupling, "init": "shared"})
     method = ReplicatedSGD(_model(), _context(pair), **options)
     method.prepare()
     method.run_epoch(0)
@@ -190,6 +190,38 @@ def test_rsgd_center_is_the_mean_of_free_replicas(coupling, pair):
     # each replica saw its own batches, so they moved apart
     assert not torch.equal(replicas[0]["layers.1.weight"], replicas[1]["layers.1.weight"])
     assert method.history["spread"][-1] > 1e-6 > 1e-12 > method.history["spread"][0]
+
+
+def test_rsgd_default_replicas_start_apart_and_are_pulled_together(pair):
+    # The default (independent starts, Balanced coupling grown 1e4-fold) explores apart and
+    # ends with the replicas collapsed on one center that fits the data.
+    settings = {"epochs": 12, "batch_size": 32, "stop_at_zero_error": False, "progress": False}
+    result = train(_model(), pair, "rsgd", seed=3, **settings)
+    details = result.record.details
+    spread, coupling = details["spread"], details["coupling"]
+    assert result.record.options["replicas"] == 3
+    assert details["coupling_g0"] == pytest.approx(coupling[0]) and coupling[0] > 0
+    assert coupling == sorted(coupling) and coupling[-1] > 10 * coupling[0]
+    assert spread[0] > 1e-3  # independent initializations
+    assert min(spread[:4]) > 0.5 * spread[0]  # the weak early coupling lets them explore
+    assert spread[-1] < 1e-4 * spread[0]  # the grown coupling collapses them on the center
+    assert result.record.train_error[-1] < 0.5 * result.record.train_error[0]
+    # replica 0 starts at the model's own parameters, the others elsewhere
+    options = ReplicatedSGD.resolve({})
+    method = ReplicatedSGD(_model(), _context(pair), **options)
+    first, second = (parameters_of(r) for r in method.replicas[:2])
+    assert _same(method.replicas[0], _model())
+    assert not torch.equal(first["layers.1.weight"], second["layers.1.weight"])
+    again = train(_model(), pair, "rsgd", seed=3, **settings)
+    assert _same(result.model, again.model)
+    assert again.record.details == details
+
+
+def test_rsgd_balanced_coupling_needs_replicas_apart(pair):
+    with pytest.raises(FuncspaceError, match="init='independent'"):
+        train(_model(), pair, "rsgd", epochs=1, progress=False, init="shared")
+    with pytest.raises(FuncspaceError, match="init"):
+        train(_model(), pair, "rsgd", epochs=1, progress=False, init="random")
 
 
 def test_rsgd_with_one_free_replica_is_sgd(pair):

@@ -56,6 +56,18 @@ def _slow(model, params, data):
     return float((out.argmax(1) != y).double().mean()), float(F.cross_entropy(out, y))
 
 
+def _assert_plane_equals_slow_loop(s, net, data):
+    """Every grid point of ``s`` against one explicit forward pass of ``net`` moved there."""
+    origin = parameters_of(net)
+    d1, d2 = s.directions
+    for i, x in enumerate(s.x):
+        for j, y in enumerate(s.y):
+            point = {n: origin[n] + x * d1[n] + y * d2[n] for n in origin}
+            error, loss = _slow(net, point, data)
+            assert s.values["error"][i, j] == pytest.approx(error, abs=1e-12)
+            assert s.values["loss"][i, j] == pytest.approx(loss, rel=1e-9)
+
+
 def _conv_bn_net():
     torch.manual_seed(0)
     return nn.Sequential(
@@ -162,14 +174,8 @@ def test_plane_equals_a_slow_explicit_loop():
     before = copy.deepcopy(net.state_dict())
     span = ((-0.5, 1.5), (-1.0, 0.25))
     s = plane(net, data, span=span, resolution=(4, 3), seed=7, ignore="none")
+    _assert_plane_equals_slow_loop(s, net, data)
     d1, d2 = s.directions
-    origin = parameters_of(net)
-    for i, x in enumerate(s.x):
-        for j, y in enumerate(s.y):
-            point = {n: origin[n] + x * d1[n] + y * d2[n] for n in origin}
-            error, loss = _slow(net, point, data)
-            assert s.values["error"][i, j] == pytest.approx(error, abs=1e-12)
-            assert s.values["loss"][i, j] == pytest.approx(loss, rel=1e-9)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     # the two random directions differ (drawn one after the other from one stream)
     assert not torch.equal(d1["layers.1.weight"], d2["layers.1.weight"])
@@ -406,13 +412,13 @@ def test_module_surface():
 
 def test_plane_is_one_batched_evaluate_affine_call(monkeypatch):
     calls = []
-    real = landscape.evaluate_affine
+    real = landscape._engine.evaluate_affine
 
     def counting(*args, **kwargs):
         calls.append(args[3].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(landscape, "evaluate_affine", counting)
+    monkeypatch.setattr(landscape._engine, "evaluate_affine", counting)
     plane(_mlp(), _data(), resolution=(4, 3))
     assert calls == [torch.Size([12, 2])]
 
@@ -426,14 +432,7 @@ def test_plane_of_a_conv_bn_net_equals_slow_loop(reuse):
         torch.randint(0, 2, (20,), generator=gen),
     )
     s = plane(net, data, resolution=(3, 2), seed=1, reuse_first_layer=reuse)
-    origin = parameters_of(net)
-    d1, d2 = s.directions
-    for i, x in enumerate(s.x):
-        for j, y in enumerate(s.y):
-            point = {n: origin[n] + x * d1[n] + y * d2[n] for n in origin}
-            error, loss = _slow(net, point, data)
-            assert s.values["error"][i, j] == pytest.approx(error, abs=1e-12)
-            assert s.values["loss"][i, j] == pytest.approx(loss, rel=1e-9)
+    _assert_plane_equals_slow_loop(s, net, data)
     if not reuse:
         return
     recalibrated = plane(

@@ -1,0 +1,214 @@
+"""Lines and planes around a model, along random, given or PCA directions, each grid measured
+in one batched engine call (which reuses the first layer's linearity along the directions)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from funcspace.data import Dataset, Pair
+from funcspace.errors import FuncspaceError
+from funcspace.params import Params, parameters_of
+
+from ._checks import check_count, check_generator, check_module, check_span, complete
+from ._engine import EvaluationKeywords
+from .directions import Ignore, Normalization, random_direction
+from .results import Slice1D, Slice2D, TrajectoryPCA
+
+logger = logging.getLogger(__name__)
+
+
+def _random(
+    model: nn.Module,
+    count: int,
+    seed: int | torch.Generator,
+    normalization: Normalization,
+    ignore: Ignore,
+) -> tuple[list[Params], dict[str, Any]]:
+    """``count`` random directions drawn one after the other from ``seed``, and their meta."""
+    gen = check_generator(seed)
+    directions = [
+        random_direction(model, seed=gen, normalization=normalization, ignore=ignore)
+        for _ in range(count)
+    ]
+    meta = {"directions": "random", "seed": seed if isinstance(seed, int) else None}
+    return directions, meta | {"normalization": normalization, "ignore": ignore}
+
+
+def line(
+    model: nn.Module,
+    data: Dataset | Pair,
+    direction: Params | None = None,
+    *,
+    span: tuple[float, float] = (-1.0, 1.0),
+    points: int = 51,
+    seed: int | torch.Generator = 0,
+    normalization: Normalization = "filter",
+    ignore: Ignore = "biasbn",
+    **evaluation: Any,
+) -> Slice1D:
+    """Metrics along the line ``model + t * direction``, ``t`` uniform in ``span``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The center of the line (left untouched).
+    data : Dataset or (inputs, targets)
+        Where the metrics are measured (``split`` of a data set).
+    direction : dict[str, Tensor] or None
+        Used as given (names left out are zero); None draws :func:`random_direction` with
+        ``seed``, ``normalization`` and ``ignore``.
+    span : (float, float)
+        The range of ``t``.
+    points : int
+        Number of points (>= 2), endpoints included.
+    seed, normalization, ignore
+        For a random direction, as in :func:`random_direction`.
+    **evaluation
+        ``metrics``, ``split``, ``batch_size``, ``chunk``, ``batchnorm``, ...: the evaluation
+        keywords of :mod:`funcspace.landscape`.
+
+    Returns
+    -------
+    Slice1D
+
+    Raises
+    ------
+    FuncspaceError
+        For bad spans, counts, choices, or a direction that does not fit the model.
+
+    Examples
+    --------
+    >>> from funcspace.models import MLP
+    >>> net = MLP(4, [8], 3, seed=0)
+    >>> data = (torch.randn(32, 4), torch.randint(0, 3, (32,)))
+    >>> s = line(net, data, points=5)
+    >>> s.coordinates.tolist(), s.values["loss"].shape
+    ([-1.0, -0.5, 0.0, 0.5, 1.0], (5,))
+    """
+    check_module("model", model)
+    low, high = check_span("span", span)
+    check_count("points", points, 2)
+    engine = EvaluationKeywords.from_keywords(evaluation)
+    origin = parameters_of(model)
+    if direction is None:
+        (direction,), meta = _random(model, 1, seed, normalization, ignore)
+    else:
+        direction = complete(direction, origin, "direction")
+        meta = {"directions": "given"}
+    ts = np.linspace(low, high, points)
+    values = engine.run(model, origin, [direction], [ts], data)
+    return Slice1D(ts, values, (direction,), meta | {"kind": "line"} | engine.meta)
+
+
+def plane(
+    model: nn.Module,
+    data: Dataset | Pair,
+    directions: Sequence[Params] | TrajectoryPCA | None = None,
+    *,
+    span: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    resolution: tuple[int, int] = (25, 25),
+    seed: int | torch.Generator = 0,
+    normalization: Normalization = "filter",
+    ignore: Ignore = "biasbn",
+    **evaluation: Any,
+) -> Slice2D:
+    """Metrics on the plane ``model + x * d1 + y * d2`` over a grid (one batched evaluation).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The center of the plane (left untouched).
+    data : Dataset or (inputs, targets)
+        Where the metrics are measured (``split`` of a data set).
+    directions : two dicts, TrajectoryPCA, or None
+        Two directions used as given (names left out are zero); a :class:`TrajectoryPCA`
+        (``model`` should then be its ``center``, by default the trajectory's last point); or
+        None: two :func:`random_direction` drawn one after the other from ``seed`` with
+        ``normalization`` and ``ignore``.
+    span : ((float, float), (float, float)) or None
+        The ranges of ``x`` and ``y``; None gives ``((-1, 1), (-1, 1))``, or for a
+        :class:`TrajectoryPCA` its :meth:`~TrajectoryPCA.span`.
+    resolution : (int, int)
+        Grid points along ``x`` and ``y`` (each >= 2). Odd numbers with a symmetric span put a
+        grid point on the model itself.
+    seed, normalization, ignore
+        For random directions, as in :func:`random_direction`.
+    **evaluation
+        ``metrics``, ``split``, ``batch_size``, ``chunk``, ``batchnorm``, ...: the evaluation
+        keywords of :mod:`funcspace.landscape`.
+
+    Returns
+    -------
+    Slice2D
+        ``values[m][i, j]`` at ``(x[i], y[j])``.
+
+    Raises
+    ------
+    FuncspaceError
+        For bad spans, resolutions, choices, or directions that do not fit the model.
+
+    Examples
+    --------
+    >>> from funcspace.models import MLP
+    >>> net = MLP(4, [8], 3, seed=0)
+    >>> data = (torch.randn(32, 4), torch.randint(0, 3, (32,)))
+    >>> s = plane(net, data, resolution=(5, 3))
+    >>> s.values["error"].shape, s.y.tolist()
+    ((5, 3), [-1.0, 0.0, 1.0])
+    """
+    check_module("model", model)
+    if not (isinstance(resolution, Sequence) and len(resolution) == 2):
+        raise FuncspaceError(f"resolution must be a pair (nx, ny), got {resolution!r}")
+    nx = check_count("resolution[0]", resolution[0], 2)
+    ny = check_count("resolution[1]", resolution[1], 2)
+    engine = EvaluationKeywords.from_keywords(evaluation)
+    origin = parameters_of(model)
+    if isinstance(directions, TrajectoryPCA):
+        pca = directions
+        if span is None:
+            span = pca.span()
+        _warn_off_center(origin, pca.center)
+        directions = [
+            complete(d, origin, f"pca.directions[{i}]") for i, d in enumerate(pca.directions)
+        ]
+        meta: dict[str, Any] = {
+            "directions": "pca",
+            "explained_variance_ratio": pca.explained_variance_ratio.tolist(),
+        }
+    elif directions is None:
+        directions, meta = _random(model, 2, seed, normalization, ignore)
+    else:
+        if isinstance(directions, dict) or len(directions) != 2:
+            raise FuncspaceError(
+                "directions must be two dicts of tensors (or a TrajectoryPCA, or None)"
+            )
+        directions = [complete(d, origin, f"directions[{i}]") for i, d in enumerate(directions)]
+        meta = {"directions": "given"}
+    if span is None:
+        span = ((-1.0, 1.0), (-1.0, 1.0))
+    if not (isinstance(span, Sequence) and len(span) == 2):
+        raise FuncspaceError(f"span must be two pairs ((x0, x1), (y0, y1)), got {span!r}")
+    xs = np.linspace(*check_span("span[0]", span[0]), nx)
+    ys = np.linspace(*check_span("span[1]", span[1]), ny)
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    values = engine.run(model, origin, directions, [gx.ravel(), gy.ravel()], data)
+    grids = {m: v.reshape(nx, ny) for m, v in values.items()}
+    meta |= {"kind": "plane"} | engine.meta
+    return Slice2D(xs, ys, grids, tuple(directions), meta)
+
+
+def _warn_off_center(origin: Params, center: Params) -> None:
+    same = origin.keys() == center.keys() and all(
+        torch.allclose(origin[n], center[n].to(origin[n]), rtol=1e-5, atol=1e-7) for n in origin
+    )
+    if not same:
+        logger.warning(
+            "plane: the model is not the TrajectoryPCA's center, so the trajectory's coordinates "
+            "are not positions on this plane; pass the center model (the trajectory's last point)"
+        )

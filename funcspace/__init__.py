@@ -5,7 +5,8 @@
 - :mod:`funcspace.data`: embedded data sets, files the user has, user tensors;
 - :mod:`funcspace.models`: reference architectures;
 - :func:`train`: minimizers of different flatness (SGD, RSGD, ADV, Adam, SAM, entropy-SGD);
-- :func:`evaluate`: error and loss of many parameter points in batched passes;
+- :func:`evaluate`: error and loss of many parameter points in batched passes
+  (:class:`Evaluator` traces an architecture once for repeated calls);
 - :mod:`funcspace.flatness`: local energy and Hessian eigenvalues, trace and spectrum;
 - :mod:`funcspace.similarity`: disagreement, output distances, CKA, geodesic distance;
 - :mod:`funcspace.landscape`: filter-normalized lines and planes, trajectory PCA
@@ -14,12 +15,13 @@
 
 from . import data, flatness, landscape, models, params, similarity
 from .errors import DataError, FuncspaceError
-from .evaluation import Evaluation, evaluate, evaluate_affine
+from .evaluation import Evaluation, Evaluator, evaluate, evaluate_affine
 from .training import TrainResult, train
 
 __all__ = [
     "DataError",
     "Evaluation",
+    "Evaluator",
     "FuncspaceError",
     "TrainResult",
     "data",

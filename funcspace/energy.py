@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from canonicalize import TorusPoint, to_torus
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
-from funcspace.evaluation import METRICS, evaluate
+from funcspace.evaluation import METRICS, Evaluator
 from funcspace.params import Params, Stacked
 
 __all__ = ["DEFAULT_SIGMAS", "LocalEnergy", "local_energy", "perturb_on_torus"]
@@ -352,9 +352,11 @@ def local_energy(
             point, model, _selected(point.free, parameters), moving, samples, generator, block
         )
 
+    evaluator = Evaluator(template)  # traced once for the base and every block
+
     def run(stacked_params: Params) -> dict[str, np.ndarray]:
         stacked = Stacked(template, stacked_params, buffers, shared_buffers=True)
-        return evaluate(stacked, pair, **options).values
+        return evaluator.evaluate(stacked, pair, **options).values
 
     base = {m: float(v[0]) for m, v in run(base_params).items()}
     parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}

@@ -91,14 +91,18 @@ def test_multiplicative_noise_equals_a_manual_perturbation():
 
 
 def test_weights_only_leaves_biases_alone():
+    g = torch.Generator().manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4))
     with torch.no_grad():
         net[0].weight.zero_()  # multiplicative noise cannot move a zero weight
-    x, y = torch.randn(20, 3), torch.randint(0, 4, (20,))
+        net[0].bias.copy_(torch.randn(4, generator=g))
+    x, y = torch.randn(20, 3, generator=g), torch.randint(0, 4, (20,), generator=g)
     only_weights = local_energy(net, (x, y), sigmas=(0.5,), samples=5, parameters="weights")
     everything = local_energy(net, (x, y), sigmas=(0.5,), samples=5, parameters="all")
-    assert only_weights.mean["loss"][0] == 0.0
-    assert everything.mean["loss"][0] != 0.0
+    # the base point and the perturbed block go through different (stacked) products, so
+    # "unchanged" is equal to float32 rounding, not bit for bit
+    assert abs(only_weights.mean["loss"][0]) < 1e-6
+    assert abs(everything.mean["loss"][0]) > 1e-3
 
 
 def test_geodesic_perturbation_stays_on_the_spheres(trained):

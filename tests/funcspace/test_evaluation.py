@@ -14,7 +14,7 @@ from torch import nn
 
 from funcspace.data import Dataset
 from funcspace.errors import FuncspaceError
-from funcspace.evaluation import Evaluation, evaluate, evaluate_affine
+from funcspace.evaluation import Evaluation, Evaluator, evaluate, evaluate_affine
 from funcspace.models import CNN, MLP, lenet
 from funcspace.params import from_params, stack
 from tests.strategies import models as random_models
@@ -408,6 +408,61 @@ def test_affine_line_matches_endpoints():
     assert_matches(line, reference([a, b], x, y))
 
 
+# ----------------------------------------------------------------------------- evaluator
+
+
+def assert_same(result: Evaluation, expected: Evaluation) -> None:
+    assert result.to_dict() == expected.to_dict()
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_evaluator_reused_across_calls_equals_the_functions(family):
+    net = FAMILIES[family](batch_norm=True)
+    x, y = data(family)
+    nets = perturbed_copies(net, 5)
+    evaluator = Evaluator(net)
+    origin, directions, coefficients = plane(net, leave_out_biases=family == "cnn")
+    for _ in range(2):  # the second round reuses the trace made for the first
+        for models in (nets, nets[2:], stack(nets), net):
+            for strategy in ("auto", "loop"):
+                options = dict(strategy=strategy, batch_size=16, batchnorm="recalibrate")
+                assert_same(
+                    evaluator.evaluate(models, (x, y), **options),
+                    evaluate(models, (x, y), **options),
+                )
+        for chunk in (None, 3):
+            assert_same(
+                evaluator.evaluate_affine(origin, directions, coefficients, (x, y), chunk=chunk),
+                evaluate_affine(net, origin, directions, coefficients, (x, y), chunk=chunk),
+            )
+    assert evaluator.template is net
+
+
+def test_evaluator_runs_untraceable_models():
+    nets = [Untraceable().double() for _ in range(3)]
+    x, y = data("mlp")
+    result = Evaluator(nets[0]).evaluate(nets, (x, y))
+    assert result.strategy == "loop"
+    assert_matches(result, reference(nets, x, y))
+
+
+def test_evaluator_refuses_other_architectures():
+    x, y = data("mlp")
+    evaluator = Evaluator(mlp())
+    with pytest.raises(FuncspaceError, match="not of this Evaluator's architecture"):
+        evaluator.evaluate(MLP(12, [16, 8], 5).double(), (x, y))
+    # Same parameter shapes, another activation: the trace would not fit either.
+    with pytest.raises(FuncspaceError, match="not of this Evaluator's architecture"):
+        evaluator.evaluate(MLP(12, [16, 16], 5, activation="tanh").double(), (x, y))
+    changed = mlp()
+    evaluator = Evaluator(changed)
+    changed.layers[2] = nn.Tanh()
+    with pytest.raises(FuncspaceError, match="changed since"):
+        evaluator.evaluate_affine(*plane(changed), (x, y))
+    with pytest.raises(FuncspaceError, match="template must be an nn.Module"):
+        Evaluator("mlp")
+
+
 # -------------------------------------------------------------------------------- errors
 
 
@@ -436,6 +491,8 @@ def test_errors_name_the_problem():
         evaluate(Untraceable().double(), (x, y), strategy="vmap")
     with pytest.raises(FuncspaceError, match="chunk"):
         evaluate(mlp(), (x, y), chunk=0)
+    with pytest.raises(FuncspaceError, match="batch_size"):
+        evaluate(mlp(), (x, y), batch_size=0)
     with pytest.raises(FuncspaceError, match="at least 2 inputs"):
         evaluate(mlp(batch_norm=True), (x, y), batchnorm="recalibrate", batch_size=39)
     net = mlp()

@@ -1,0 +1,61 @@
+"""Batched evaluation: error and loss of many parameter points of one architecture.
+
+This is the engine under planes, paths and flatness. Every data batch is read once for all the
+points of a chunk, data are moved to the parameters' device once, and nothing of the user's is
+copied per point or mutated. Three strategies compute the same numbers:
+
+- ``"loop"``: one ``torch.func.functional_call`` per point (no module copies);
+- ``"vmap"``: ``vmap(functional_call)`` over a chunk of points;
+- ``"stacked"``: for plain chains of ``Linear`` / ``BatchNorm1d`` / elementwise activations
+  (``Flatten`` and ``Dropout`` allowed), hand-stacked matrix products: the first layer is one
+  large product of the shared inputs with the chunk's stacked weights, later layers are
+  batched products in a (points, features, inputs) layout; a chunk of one point runs plain 2-D
+  products, the cheapest loop there is.
+
+``"auto"`` (the rule, measured on the project's 2-core AVX-512 CPU, torch 2.13; see
+``benchmarks/evaluation.py`` and ``benchmarks/README.md``):
+
+- a chain model runs ``"stacked"`` with ``chunk = clamp(2 MiB // (batch * width * itemsize),
+  1, K)``, ``width`` its widest layer. Stacking pays while a chunk's activations stay in cache
+  (overhead regime: 64 points of a 64-256-256-10 MLP on 128 inputs run in chunks of 16, 1.5x a
+  loop over modules); on large batches the chunk drops to 1, the plain loop of 2-D
+  products that batching cannot beat on a CPU (compute regime: 1,797 inputs, 1.0x).
+- any other model runs ``"vmap"`` in chunks of 16 when it is traceable by ``torch.fx`` and a
+  point's pass on one batch costs under 8 MFLOP (Linear and Conv layers, counted on a one-input
+  pass; a small CNN: 2.7x the loop at 1.6 MFLOP, 0.9x at 26 MFLOP, LeNet never faster), else
+  ``"loop"``; if vmap fails on the model, ``"auto"`` falls back to the loop.
+- on CUDA the stacking budget is 256 MiB and generic models run vmap (not measured here).
+
+:func:`evaluate_affine` evaluates points ``origin + sum_i c_i d_i`` (planes, lines) and uses
+that the first layer's pre-activation is affine in the coefficients: ``X W(c)^T + b(c) = (X
+W_0^T + b_0) + sum_i c_i (X D_i^T + e_i)``, so each batch pays ``m + 1`` first-layer products
+instead of one per point. What it saves is the first layer's share of the work minus the
+memory passes of the combination: little for the 64-input digits MLP (about 1.1x), much for
+wide inputs (784-input MNIST-sized MLP, where the first layer is 60% of the FLOPs).
+
+BatchNorm: ``"fixed"`` uses each point's running statistics (stacked buffers, or the shared
+ones of the template); ``"recalibrate"`` recomputes them per point in train-mode forward
+passes over ``recalibration_data`` (the cumulative average over its batches of the batch
+means and unbiased variances, as ``torch.optim.swa_utils.update_bn`` does; only BatchNorm
+layers run in train mode, Dropout stays off), then evaluates in eval mode. Models are always
+evaluated in eval mode.
+
+Tracing the architecture with ``torch.fx`` (the plan behind ``"stacked"``, ``"auto"`` and the
+first-layer reuse) costs 2-5 ms for the models of :mod:`funcspace.models`; the functions
+trace on every call, and an :class:`Evaluator` bound to a template traces once, for code that
+evaluates one architecture many times.
+
+The package's modules, one job each: ``api`` (the functions), ``evaluator``
+(:class:`Evaluator`), ``options`` (the validated options), ``inputs`` (validating networks,
+affine families and data), ``plan`` (the fx trace), ``skeleton`` (tensor-free copies of the
+template), ``points`` (parameter points and buffers), ``job``, ``strategy`` (the ``"auto"``
+rule), ``engine`` (batches, chunks and scores), ``chain`` (the ``"stacked"`` runner),
+``generic`` (the ``"loop"`` / ``"vmap"`` runner) and ``result`` (:class:`Evaluation`).
+"""
+
+from .api import evaluate, evaluate_affine
+from .evaluator import Evaluator
+from .options import METRICS, STRATEGIES
+from .result import Evaluation
+
+__all__ = ["METRICS", "STRATEGIES", "Evaluation", "Evaluator", "evaluate", "evaluate_affine"]

@@ -1,0 +1,115 @@
+"""The ``"loop"`` and ``"vmap"`` runner: ``functional_call`` on any model of the architecture.
+
+The model runs as a meta-device skeleton of the template (no tensors copied): one call per
+point (``"loop"``), or ``torch.func.vmap`` over a chunk of points (``"vmap"``). For an affine
+family whose first layer the plan found, the graph is split at that layer: the prefix runs once
+per batch, the first layer once per direction, and each point combines their outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from funcspace.errors import FuncspaceError
+from funcspace.params import Params
+
+from .job import Job
+from .plan import BN_TYPES
+from .points import Buffers
+from .skeleton import skeleton, split_graph
+
+
+class GenericRunner:
+    """functional_call on a meta-device copy of the template: a loop or vmap over points."""
+
+    def __init__(self, job: Job, strategy: str, chunk: int, reuse: bool) -> None:
+        self.job, self.chunk, self.reuse = job, chunk, reuse
+        self.use_vmap = strategy == "vmap"
+        plan = job.plan
+        need_train = job.options.batchnorm == "recalibrate" and bool(plan.bn_names)
+        self.eval_module = skeleton(job.template)
+        self.train_module = skeleton(job.template, bn_train=True) if need_train else None
+        self.bn_modules = []
+        if self.train_module is not None:
+            self.bn_modules = [m for m in self.train_module.modules() if isinstance(m, BN_TYPES)]
+        if reuse:
+            self.prefix, self.eval_module = split_graph(plan, self.eval_module)
+            if self.train_module is not None:
+                _, self.train_module = split_graph(plan, self.train_module)
+            affine = job.affine
+            origin, directions, coefficients = affine.origin, affine.directions, affine.coefficients
+            first = job.template.get_submodule(plan.first_module)
+            self.first = first
+            names = [n for n, _ in first.named_parameters()]
+            prefix = f"{plan.first_module}."
+            self.suffix_names = {
+                n for n, _ in self.eval_module.named_parameters(remove_duplicate=False)
+            }
+            self.first_sets = [{n: origin[prefix + n] for n in names}] + [
+                {n: d.get(prefix + n, torch.zeros_like(origin[prefix + n])) for n in names}
+                for d in directions
+            ]
+            ones = coefficients.new_ones(coefficients.shape[0], 1)
+            self.ext = torch.cat([ones, coefficients], dim=1)
+
+    def shared(self, x: Tensor) -> Any:
+        if not self.reuse:
+            return x, None
+        h = self.prefix(x)
+        z = torch.stack([functional_call(self.first, p, (h,)) for p in self.first_sets])
+        return x, z
+
+    def _params(self, start: int, stop: int | None) -> Params:
+        points = self.job.points
+        params = points.point(start) if stop is None else points.chunk(start, stop)
+        if self.reuse:  # the suffix module may no longer hold the first layer
+            params = {n: p for n, p in params.items() if n in self.suffix_names}
+        return params
+
+    def _call(self, module, shared, start, stop, buffers: Buffers) -> Tensor:
+        x, z = shared
+        if self.use_vmap:
+            params = self._params(start, stop)
+            bufs = buffers.chunk(start, stop)
+            if z is None:
+
+                def f(p, b):
+                    return functional_call(module, (p, b), (x,))
+
+                return vmap(f, in_dims=(0, None if buffers.shared else 0))(params, bufs)
+            zk = (self.ext[start:stop] @ z.reshape(z.shape[0], -1)).view(stop - start, *z.shape[1:])
+
+            def g(p, b, zz):
+                return functional_call(module, (p, b), (x, zz))
+
+            return vmap(g, in_dims=(0, None if buffers.shared else 0, 0))(params, bufs, zk)
+        params, bufs = self._params(start, None), buffers.point(start)
+        if z is None:
+            return functional_call(module, (params, bufs), (x,)).unsqueeze(0)
+        zk = (self.ext[start] @ z.reshape(z.shape[0], -1)).view(z.shape[1:])
+        return functional_call(module, (params, bufs), (x, zk)).unsqueeze(0)
+
+    def _guarded(self, module, shared, start, stop, buffers: Buffers) -> Tensor:
+        try:
+            return self._call(module, shared, start, stop, buffers)
+        except RuntimeError as err:
+            if not self.use_vmap or "vmap" not in str(err):
+                raise
+            raise FuncspaceError(
+                f"torch.func.vmap cannot run {type(self.job.template).__name__} ({err}); "
+                "use strategy='loop'"
+            ) from err
+
+    def logits(self, shared, start, stop, buffers: Buffers) -> tuple[Tensor, int]:
+        return self._guarded(self.eval_module, shared, start, stop, buffers), 2
+
+    def recalibrate(self, shared, start, stop, buffers: Buffers, step: int) -> None:
+        # momentum 1/step turns the running average into the cumulative one (as momentum=None
+        # does) without the .item() that vmap refuses.
+        for module in self.bn_modules:
+            module.momentum = 1.0 / step
+        self._guarded(self.train_module, shared, start, stop, buffers)

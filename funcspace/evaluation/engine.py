@@ -104,7 +104,7 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
             for start in range(0, K, chunk):
                 runner.recalibrate(shared, start, min(start + chunk, K), buffers, step)
 
-    scores = _Scores(K, device)
+    scores = _Scores(K, device, job.options.metrics)
     for i, (x, y) in enumerate(job.batches):
         shared = runner.shared(x)
         for start in range(0, K, chunk):
@@ -123,32 +123,34 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
 
 
 class _Scores:
-    """Per-point sums of cross-entropy and of mistakes, accumulated batch by batch."""
+    """Per-point sums of cross-entropy and of mistakes (the wanted ones), batch by batch."""
 
-    def __init__(self, size: int, device: torch.device) -> None:
+    def __init__(self, size: int, device: torch.device, metrics: tuple[str, ...]) -> None:
         self.loss = torch.zeros(size, dtype=torch.float64, device=device)
         self.wrong = torch.zeros(size, dtype=torch.int64, device=device)
+        self.want_loss, self.want_error = "loss" in metrics, "error" in metrics
         self._losses: list[Tensor] = []
         self._wrong: list[Tensor] = []
 
     def add(self, logits: Tensor, y: Tensor, class_dim: int) -> None:
         """One chunk's logits, (k, N, C) or (k, C, N) (``class_dim`` 1), chunks in order."""
         k = logits.shape[0]
-        if class_dim == 1:
-            losses = F.cross_entropy(logits, y.expand(k, -1), reduction="none")
-        else:
-            # log sum_j exp(z_j - z_y): half the time of cross_entropy on (N, C) rows, and
-            # as accurate near zero loss (the shift is exact, the sum stays near 1).
-            picked = logits.gather(-1, y.expand(k, -1).unsqueeze(-1))
-            losses = torch.logsumexp(logits - picked, -1)
-        self._losses.append(losses.sum(-1, dtype=torch.float64))
-        # max(...).indices is the first maximal index, as argmax, and much faster across
-        # the middle axis of (k, C, N).
-        self._wrong.append((logits.max(class_dim).indices != y).sum(-1))
+        if self.want_loss:
+            # cross_entropy reduces over the class axis of a (k, C, N) view (a transposed
+            # view for row-major logits) fastest: 2x its time on (N, C) rows (measured)
+            z = logits if class_dim == 1 else logits.transpose(1, 2)
+            losses = F.cross_entropy(z, y.expand(k, -1), reduction="none")
+            self._losses.append(losses.sum(-1, dtype=torch.float64))
+        if self.want_error:
+            # max(...).indices is the first maximal index, as argmax, and faster across the
+            # middle axis of (k, C, N)
+            self._wrong.append((logits.max(class_dim).indices != y).sum(-1))
 
     def end_batch(self) -> None:
-        self.loss += torch.cat(self._losses)
-        self.wrong += torch.cat(self._wrong)
+        if self._losses:
+            self.loss += torch.cat(self._losses)
+        if self._wrong:
+            self.wrong += torch.cat(self._wrong)
         self._losses, self._wrong = [], []
 
 

@@ -100,7 +100,8 @@ def make_plan(template: nn.Module) -> Plan:
         if isinstance(m, BN_TYPES) and m.track_running_stats and m.running_mean is not None
     )
     try:
-        graph = fx.symbolic_trace(template).graph
+        # the graph alone: symbolic_trace would also build and compile a GraphModule
+        graph = fx.Tracer().trace(template)
     except Exception:  # noqa: BLE001 - untraceable forward (control flow): generic path only
         return Plan(None, None, bn_names=bn_names)
     chain = _chain_of(graph, template)

@@ -26,12 +26,14 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from funcspace.data import Dataset, Pair
+from funcspace.data import Dataset, Pair, as_pair
 from funcspace.energy import LocalEnergy, local_energy
 from funcspace.errors import FuncspaceError
 from funcspace.hessian import (
@@ -81,9 +83,18 @@ def hessian_eigenvalues(
     batch_size: int | None = None,
     params: Selection = None,
     split: str = "train",
+    warm_start: float | str | None = "auto",
     **opts: Any,
 ) -> EigenResult:
     """Extreme eigenvalues of the loss Hessian (Lanczos on exact Hessian-vector products).
+
+    Warm start: Lanczos first runs to a loose 3% residual on the Hessian of a random
+    subsample of the data (each product a fraction of the cost of a full one), and the full
+    run starts from the sum of the Ritz vectors it found. That start already points almost
+    along the wanted eigenvectors, so the full run, stopped by the same residual test, needs
+    fewer products; the answer and its guarantee are the full operator's. On the digits MLP
+    of ``benchmarks/hessian.py`` a 10% subsample cut the cost from 5.5 to 4.4 full products
+    at ``tol=3e-2`` and from 6.2 to 5.1 at ``tol=1e-2``.
 
     Parameters
     ----------
@@ -96,14 +107,19 @@ def hessian_eigenvalues(
         ``"smallest"`` gives the most negative eigenvalues (non-convexity, Li et al. 2018).
     loss, batch_size, params, split
         Operator options, see :class:`~funcspace.hessian.HessianOperator`.
+    warm_start : "auto", float in (0, 1), or None
+        The subsample's share of the data; ``"auto"``: 10% when the data has at least
+        1,000 examples (below that a full product is cheap and the subsample too small to
+        say much), else none; None: a random start. Ignored when ``v0`` is given.
     **opts
         Passed to :func:`~funcspace.hessian.lanczos`: ``tol`` (relative residual, default
-        1e-3), ``max_iter``, ``seed``, ``v0``.
+        1e-3), ``max_iter``, ``seed`` (also of the subsample), ``v0``.
 
     Returns
     -------
     EigenResult
-        Values with their residuals, iterations, convergence flag and HVP count.
+        Values with their residuals, iterations, convergence flag and HVP count (and the
+        warm start's products in ``warm_hvps``; ``cost`` counts both in full products).
 
     Raises
     ------
@@ -121,7 +137,43 @@ def hessian_eigenvalues(
     True
     """
     op = _operator(model, data, loss, batch_size, params, split)
-    return lanczos(op, k, which, **opts)
+    inputs, targets = as_pair(data, split)
+    fraction = _warm_fraction(warm_start, len(inputs))
+    if fraction is None or opts.get("v0") is not None:
+        return lanczos(op, k, which, **opts)
+    seed = opts.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return lanczos(op, k, which, **opts)  # which says what is wrong with the seed
+    size = max(2, round(fraction * len(inputs)))
+    pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))[:size]
+    pick = pick.to(inputs.device)
+    subsample = (inputs[pick], targets[pick])
+    sub = _operator(model, subsample, loss, batch_size, params, split)
+    warm = lanczos(sub, k, which, tol=_WARM_TOL, seed=seed, max_iter=opts.get("max_iter"))
+    v0 = warm.vectors.sum(dim=1)
+    result = lanczos(op, k, which, v0=v0, **opts)
+    return dataclasses.replace(result, warm_hvps=warm.hvps, warm_fraction=size / len(inputs))
+
+
+_WARM_TOL = 0.03  # loose: the full run does the rest (0.1 and 0.3 cost the same, less exact)
+_WARM_AUTO = (0.1, 1000)  # share of the data, from this many examples on
+
+
+def _warm_fraction(warm_start: float | str | None, examples: int) -> float | None:
+    if warm_start is None:
+        return None
+    if warm_start == "auto":
+        share, minimum = _WARM_AUTO
+        return share if examples >= minimum else None
+    if (
+        isinstance(warm_start, bool)
+        or not isinstance(warm_start, (int, float))
+        or not 0 < warm_start < 1
+    ):
+        raise FuncspaceError(
+            f"warm_start must be 'auto', None or a share of the data in (0, 1), got {warm_start!r}"
+        )
+    return float(warm_start)
 
 
 def hessian_trace(

@@ -32,6 +32,12 @@ class EigenResult:
         Whether every residual met the tolerance.
     hvps : int
         Operator products used.
+    warm_hvps : int
+        Products spent on a warm start before (on a Hessian of a data subsample, see
+        :func:`funcspace.flatness.hessian_eigenvalues`); 0 without one.
+    warm_fraction : float
+        The subsample's share of the data: each warm product cost about this fraction of a
+        full one.
     """
 
     values: Tensor
@@ -40,6 +46,14 @@ class EigenResult:
     iterations: int
     converged: bool
     hvps: int
+    warm_hvps: int = 0
+    warm_fraction: float = 0.0
+
+    @property
+    def cost(self) -> float:
+        """Full-data products, the warm start's counted at their share: ``hvps + warm_hvps *
+        warm_fraction``."""
+        return self.hvps + self.warm_hvps * self.warm_fraction
 
     @property
     def relative_residuals(self) -> Tensor:
@@ -54,14 +68,21 @@ class EigenResult:
             "iterations": self.iterations,
             "converged": self.converged,
             "hvps": self.hvps,
+            "warm_hvps": self.warm_hvps,
+            "warm_fraction": self.warm_fraction,
         }
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{v:.6g}" for v in self.values.tolist())
         res = ", ".join(f"{r:.2g}" for r in self.residuals.tolist())
+        warm = (
+            f", warm_hvps={self.warm_hvps} at {self.warm_fraction:.3g} of the data"
+            if self.warm_hvps
+            else ""
+        )
         return (
             f"EigenResult(values=[{vals}], residuals=[{res}], iterations={self.iterations}, "
-            f"converged={self.converged}, hvps={self.hvps})"
+            f"converged={self.converged}, hvps={self.hvps}{warm})"
         )
 
 

@@ -477,3 +477,53 @@ def test_device_follows_model():
     res = lanczos(op, k=1, tol=1e-10)
     assert res.vectors.device.type == "cuda"
     np.testing.assert_allclose(res.values[0].item(), torch.linalg.eigvalsh(H)[-1].item(), atol=1e-8)
+
+
+# --------------------------------------------------------------------------- warm start
+
+
+def _many_examples(n: int = 1200) -> tuple[nn.Module, torch.Tensor, torch.Tensor, np.ndarray]:
+    model = MODELS["mlp_tanh"]()
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return model, x, y, np.linalg.eigvalsh(exact_hessian(model, x, y).numpy())
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "both"])
+def test_warm_start_gives_the_full_hessians_eigenvalues(which):
+    """The subsample only chooses the start vector: values and residuals are the full
+    operator's, to the tolerance, at any end of the spectrum."""
+    model, x, y, lam = _many_examples()
+    k = 2
+    warm = hessian_eigenvalues(model, (x, y), k=k, which=which, tol=1e-9, seed=3)
+    assert warm.warm_hvps > 0 and warm.warm_fraction == pytest.approx(0.1)  # "auto": n >= 1000
+    assert warm.cost == pytest.approx(warm.hvps + 0.1 * warm.warm_hvps)
+    expected = {"largest": lam[::-1][:k], "smallest": lam[:k], "both": None}[which]
+    if expected is None:
+        expected = np.concatenate([lam[::-1][:k], lam[:k][::-1]])
+    np.testing.assert_allclose(warm.values.numpy(), expected, rtol=1e-7, atol=1e-10)
+    cold = hessian_eigenvalues(model, (x, y), k=k, which=which, tol=1e-9, seed=3, warm_start=None)
+    assert cold.warm_hvps == 0 and cold.cost == cold.hvps
+    np.testing.assert_allclose(warm.values.numpy(), cold.values.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_warm_start_options():
+    model, x, y, lam = _many_examples()
+    small = hessian_eigenvalues(model, (x[:500], y[:500]), tol=1e-6)  # "auto": too few examples
+    assert small.warm_hvps == 0
+    half = hessian_eigenvalues(model, (x[:500], y[:500]), tol=1e-6, warm_start=0.5)
+    assert half.warm_hvps > 0 and half.warm_fraction == 0.5
+    n = sum(p.numel() for p in model.parameters())
+    given = hessian_eigenvalues(model, (x, y), tol=1e-6, v0=torch.ones(n, dtype=torch.float64))
+    assert given.warm_hvps == 0  # a start vector of the user's wins
+    again = hessian_eigenvalues(model, (x, y), tol=1e-6)
+    first = hessian_eigenvalues(model, (x, y), tol=1e-6)
+    assert again.values.tolist() == first.values.tolist() and again.hvps == first.hvps
+    assert abs(first.values[0].item() - lam[-1]) <= 1e-6 * lam[-1]
+    for bad in (0, 1, 1.5, -0.1, "half", True):
+        with pytest.raises(FuncspaceError, match="warm_start"):
+            hessian_eigenvalues(model, (x, y), warm_start=bad)
+    with pytest.raises(FuncspaceError, match="seed"):
+        hessian_eigenvalues(model, (x, y), seed=0.5)
+    assert "warm_hvps" in first.to_dict() and "of the data" in repr(first)

@@ -86,7 +86,7 @@ def test_cosine_equals_brute_force_on_4_units():
             rows = _permuted(unit_model, p)
             w = torch.cat([rows[0].weight, rows[0].bias[:, None]], 1)
             v = torch.cat([unit_ref[0].weight, unit_ref[0].bias[:, None]], 1)
-            return float((w * v).sum())
+            return float((w * v).sum().detach())
 
         best = max(itertools.permutations(range(4)), key=cosine_sum)
         aligned = C.align(model, reference, x, method="cosine")

@@ -1,7 +1,8 @@
 """The public functions: :func:`evaluate` and :func:`evaluate_affine`.
 
-Each validates its inputs, traces the architecture (a few ms) and runs the engine;
-:class:`~funcspace.evaluation.Evaluator` does the same with a trace made once.
+Each is a one-off :class:`~funcspace.evaluation.Evaluator`: it traces the architecture (about
+a millisecond), validates the inputs and runs the engine. Make an Evaluator yourself to trace
+once for many calls.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from funcspace.data import Dataset, Pair
-from funcspace.errors import FuncspaceError
 from funcspace.params import Params, Stacked
 
-from .engine import evaluate_points
-from .inputs import affine_points, as_points
-from .options import METRICS, Options
-from .plan import make_plan
+from .evaluator import Evaluator
+from .inputs import template_of
+from .options import METRICS
 from .result import Evaluation
 
 
@@ -94,8 +93,10 @@ def evaluate(
     >>> bool(abs(result.loss - looped.loss).max() < 1e-5)
     True
     """
-    options = Options(
-        metrics=metrics,
+    return Evaluator(template_of(models)).evaluate(
+        models,
+        data,
+        metrics,
         split=split,
         batch_size=batch_size,
         chunk=chunk,
@@ -103,8 +104,6 @@ def evaluate(
         recalibration_data=recalibration_data,
         strategy=strategy,
     )
-    template, points, buffers = as_points(models)
-    return evaluate_points(template, make_plan(template), points, buffers, data, options)
 
 
 def evaluate_affine(
@@ -176,18 +175,18 @@ def evaluate_affine(
     >>> line.first_layer_reuse, bool(abs(line.loss[2] - evaluate(b, (x, y)).loss[0]) < 1e-5)
     (True, True)
     """
-    if not isinstance(template, nn.Module):
-        raise FuncspaceError(f"template must be an nn.Module; got {type(template).__name__}")
-    options = Options(
-        metrics=metrics,
+    return Evaluator(template).evaluate_affine(
+        origin,
+        directions,
+        coefficients,
+        data,
+        metrics,
+        buffers=buffers,
         split=split,
         batch_size=batch_size,
         chunk=chunk,
         batchnorm=batchnorm,
         recalibration_data=recalibration_data,
         strategy=strategy,
+        reuse_first_layer=reuse_first_layer,
     )
-    points, shared, affine = affine_points(
-        template, origin, directions, coefficients, buffers, reuse_first_layer
-    )
-    return evaluate_points(template, make_plan(template), points, shared, data, options, affine)

@@ -19,6 +19,23 @@ from .options import DEFAULT_BATCH
 from .points import Affine, AffinePoints, Buffers, ModulePoints, Points, StackedPoints
 
 
+def template_of(models: nn.Module | Sequence[nn.Module] | Stacked) -> nn.Module:
+    """The architecture of one network, a list of them, or a Stacked (the list's first)."""
+    if isinstance(models, Stacked):
+        return models.template
+    if isinstance(models, nn.Module):
+        return models
+    if not isinstance(models, (list, tuple)) or not models:
+        raise FuncspaceError(
+            "models must be an nn.Module, a non-empty list of nn.Modules of one architecture, "
+            f"or a funcspace.params.Stacked; got {type(models).__name__}"
+            + (" (empty)" if isinstance(models, (list, tuple)) else "")
+        )
+    if not isinstance(models[0], nn.Module):
+        raise FuncspaceError(f"models[0] is a {type(models[0]).__name__}, not an nn.Module")
+    return models[0]
+
+
 def as_points(
     models: nn.Module | Sequence[nn.Module] | Stacked,
 ) -> tuple[nn.Module, Points, Buffers]:
@@ -33,18 +50,10 @@ def as_points(
             )
         buffers = Buffers(dict(models.buffers), models.shared_buffers)
         return models.template, StackedPoints(dict(models.params)), buffers
+    template = template_of(models)
     if isinstance(models, nn.Module):
         models = [models]
-    if not isinstance(models, (list, tuple)) or not models:
-        raise FuncspaceError(
-            "models must be an nn.Module, a non-empty list of nn.Modules of one architecture, "
-            f"or a funcspace.params.Stacked; got {type(models).__name__}"
-            + (" (empty)" if isinstance(models, (list, tuple)) else "")
-        )
-    if not isinstance(models[0], nn.Module):
-        raise FuncspaceError(f"models[0] is a {type(models[0]).__name__}, not an nn.Module")
     _check_architecture(models)
-    template = models[0]
     tensors = [{n: p.detach() for n, p in m.named_parameters()} for m in models]
     if not tensors[0]:
         raise FuncspaceError(f"{type(template).__name__} has no parameters to evaluate")

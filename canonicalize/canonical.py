@@ -164,7 +164,7 @@ def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserv
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> unit = normalize(net, torch.randn(8, 3), output="normalize")
-    >>> round(float(torch.cat([unit[2].weight.flatten(), unit[2].bias]).norm() ** 2), 4)
+    >>> round(float(torch.cat([unit[2].weight.flatten(), unit[2].bias]).detach().norm() ** 2), 4)
     2.0
     """
     return _canonical_model(model, example_input, output, reorder=False, what="normalize")

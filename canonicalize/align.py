@@ -58,13 +58,17 @@ def align(
         removed), then layer by layer from the input a Hungarian assignment maximizing the
         summed cosine similarity of the units' incoming vectors; units with a sign symmetry
         are matched on the absolute cosine and flipped where it is negative.
-        ``"weights"``: weight matching (git re-basin): coordinate descent over the groups in
+        ``"weights"``: weight matching (git re-basin) in normalized coordinates: both
+        networks are first brought to :func:`normalize`'s coordinates (every free scale
+        removed, biases before a BatchNorm folded into its running mean), which are invariant
+        to the continuous part of the group, so raw magnitudes (a running variance that grows
+        as ``c^2``) cannot outweigh the evidence. Then coordinate descent over the groups in
         random order, each assignment maximizing the summed inner products of every tensor
         that touches the group (incoming rows, outgoing columns, BatchNorm parameters and
         statistics), until no assignment changes or ``max_iter`` passes. It starts from the
-        cosine matching (which recovers a permuted copy exactly, where descent from the
+        cosine matching (which recovers a transformed copy exactly, where descent from the
         identity can stop in a local optimum) and never returns a model farther from the
-        reference (Euclidean distance of the state) than the input.
+        reference in normalized coordinates than the input.
         ``"activations"``: the correlation of the units' activations on ``data``, summed over
         every graph node that carries the units (pre- and post-activation).
     data : Tensor or tuple, optional
@@ -192,21 +196,40 @@ def _squared_distance(a: State, b: State) -> float:
     return float(sum(((a[k] - b[k]) ** 2).sum() for k in a if a[k].is_floating_point()))
 
 
+def normalized(state: State, spec: SymmetrySpec) -> State:
+    """A copy of a float64 state with every free scale removed and biases before BatchNorm folded.
+
+    The coordinates weight matching compares: invariant to the continuous part of the group
+    (positive scales, BatchNorm scales and translations), so only permutations and signs are
+    left to match.
+    """
+    unit = {k: v.clone() for k, v in state.items()}
+    canonicalize_state(unit, spec, order=False, signs=False)
+    return unit
+
+
 def _match_weights(state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int) -> None:
-    # Coordinate descent has local optima (a group settled while its neighbours are still
-    # scrambled); starting from the layer-by-layer cosine matching recovers a permuted copy
-    # exactly, and keeping the input when descent ends farther away makes alignment never
-    # increase the distance.
+    # Matching on raw weights is not invariant to the continuous part of the group: a running
+    # variance grows as c^2 under a scale c and dominates the cost. Both networks are compared
+    # in normalized coordinates instead; the permutations and signs found there are applied to
+    # the original state. Coordinate descent has local optima (a group settled while its
+    # neighbours are still scrambled); starting from the layer-by-layer cosine matching recovers
+    # a transformed copy exactly, and keeping the input when descent ends farther away (in
+    # normalized coordinates) makes alignment never increase that distance.
     start = {k: v.clone() for k, v in state.items()}
+    unit_ref = normalized(ref, spec)
+    start_distance = _squared_distance(normalized(state, spec), unit_ref)
     _match_cosine(state, ref, spec)
-    _coordinate_descent(state, ref, spec, max_iter, seed)
-    if _squared_distance(state, ref) > _squared_distance(start, ref):
+    unit_state = normalized(state, spec)
+    _coordinate_descent(state, unit_state, unit_ref, spec, max_iter, seed)
+    if _squared_distance(unit_state, unit_ref) > start_distance:
         state.update(start)
 
 
 def _coordinate_descent(
-    state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int
+    state: State, unit_state: State, unit_ref: State, spec: SymmetrySpec, max_iter: int, seed: int
 ) -> None:
+    """Weight matching on normalized states; every step is applied to ``state`` as well."""
     rng = np.random.default_rng(seed)
     flips = {g.index: _sign_classes(spec, g.index) for g in spec.groups}
     for _ in range(max_iter):
@@ -217,8 +240,8 @@ def _coordinate_descent(
             plain = torch.zeros(n, n, dtype=torch.float64)
             signed: dict[int, Tensor] = {}
             for axis in group.axes:
-                a = unit_matrix(ref[axis.tensor], axis.dim, axis.block)
-                b = unit_matrix(state[axis.tensor], axis.dim, axis.block)
+                a = unit_matrix(unit_ref[axis.tensor], axis.dim, axis.block)
+                b = unit_matrix(unit_state[axis.tensor], axis.dim, axis.block)
                 product = (a @ b.T).cpu()
                 classes = flips[group.index].get((axis.tensor, axis.dim), set())
                 if not classes:
@@ -227,7 +250,7 @@ def _coordinate_descent(
                     k = next(iter(classes))
                     signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + product
             perm, signs = _assign(plain, signed)
-            changed |= _apply([state], spec, group.index, perm, signs)
+            changed |= _apply([state, unit_state], spec, group.index, perm, signs)
         if not changed:
             return
 

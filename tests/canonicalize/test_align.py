@@ -28,11 +28,17 @@ def test_align_recovers_hidden_permutation(method, case, seed):
     assert_same_state(aligned, case.model, tol=1e-9)
 
 
+@pytest.mark.parametrize("method", ["cosine", "weights", "activations"])
 @given(case=models(), seed=group_seeds)
-def test_cosine_recovers_permutation_and_signs_under_scales(case, seed):
-    moved = C.random_transform(case.model, case.x, seed=seed, translate=False)
-    aligned = C.align(moved, case.model, case.x, method="cosine")
+def test_align_recovers_any_group_element(method, case, seed):
+    """Permutations, scales over several orders of magnitude, signs and BatchNorm translations."""
+    moved = C.random_transform(case.model, case.x, seed=seed, log_scale=4.0)
+    aligned = C.align(moved, case.model, case.x, method=method)
     assert_same_state(C.normalize(aligned, case.x), C.normalize(case.model, case.x), tol=1e-7)
+
+
+def normalized_distance(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    return distance(C.normalize(a, x), C.normalize(b, x))
 
 
 @given(case=models(), other=group_seeds)
@@ -43,9 +49,10 @@ def test_weight_matching_never_increases_distance(case, other):
         for p in second.parameters():
             p.add_(0.5 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
     aligned = C.align(second, case.model, case.x, method="weights")
-    assert distance(aligned, case.model) <= distance(second, case.model) * (1 + 1e-12)
-    before = eval_outputs(second, case.x)
-    assert relative_difference(before, eval_outputs(aligned, case.x)) < 1e-9
+    before = normalized_distance(second, case.model, case.x)
+    assert normalized_distance(aligned, case.model, case.x) <= before * (1 + 1e-9) + 1e-12
+    outputs = eval_outputs(second, case.x)
+    assert relative_difference(outputs, eval_outputs(aligned, case.x)) < 1e-9
 
 
 def _one_hidden_layer(seed: int, width: int = 4) -> nn.Sequential:
@@ -68,9 +75,11 @@ def test_weight_matching_equals_brute_force_on_4_units():
     x = torch.randn(8, 3, dtype=torch.float64)
     for seed in range(5):
         reference, model = _one_hidden_layer(seed), _one_hidden_layer(100 + seed)
+        # the objective lives in normalized coordinates (invariant to the scales)
+        unit_ref, unit_model = C.normalize(reference, x), C.normalize(model, x)
         best = min(
             itertools.permutations(range(4)),
-            key=lambda p: distance(_permuted(model, p), reference),
+            key=lambda p, m=unit_model, r=unit_ref: distance(_permuted(m, p), r),
         )
         aligned = C.align(model, reference, x, method="weights")
         assert_same_state(aligned, _permuted(model, best), tol=1e-12)

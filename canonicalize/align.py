@@ -151,7 +151,7 @@ def _sign_classes(spec: SymmetrySpec, group: int) -> dict[tuple[str, int], set[i
         if cls.group != group or not cls.sign:
             continue
         touched = [(row, 0) for i in cls.sites for row in spec.sites[i].rows]
-        touched += [(column.tensor, 1) for column in cls.columns]
+        touched += [(column.tensor, column.dim) for column in cls.columns]
         for absorb in cls.absorbs:
             bn = spec.batchnorms[absorb.batchnorm]
             if bn.affine:
@@ -240,8 +240,8 @@ def _coordinate_descent(
             plain = torch.zeros(n, n, dtype=torch.float64)
             signed: dict[int, Tensor] = {}
             for axis in group.axes:
-                a = unit_matrix(unit_ref[axis.tensor], axis.dim, axis.block)
-                b = unit_matrix(unit_state[axis.tensor], axis.dim, axis.block)
+                a = unit_matrix(unit_ref[axis.tensor], axis.dim, axis.block, axis.index)
+                b = unit_matrix(unit_state[axis.tensor], axis.dim, axis.block, axis.index)
                 product = (a @ b.T).cpu()
                 classes = flips[group.index].get((axis.tensor, axis.dim), set())
                 if not classes:
@@ -383,7 +383,7 @@ def _match_activations(
     batch_size: int,
 ) -> None:
     gm, gm_ref = trace(model, data[:1]), trace(reference, data[:1])
-    names = {name for g in spec.groups for name, _ in g.nodes}
+    names = {name for g in spec.groups for name, _, _ in g.nodes}
     sums: dict[str, list[Tensor]] = {}
     count: dict[str, int] = {}
     with torch.no_grad():
@@ -404,8 +404,12 @@ def _match_activations(
         n = group.size
         plain = torch.zeros(n, n, dtype=torch.float64)
         signed: dict[int, Tensor] = {}
-        for name, k in group.nodes:
+        for name, k, index in group.nodes:
             sa, sb, saa, sbb, sab = sums[name]
+            if index is not None:
+                at = torch.as_tensor(index, dtype=torch.long)
+                sa, sb, saa, sbb = sa[at], sb[at], saa[at], sbb[at]
+                sab = sab[at][:, at]
             m = count[name]
             cov = sab / m - torch.outer(sa / m, sb / m)
             std_a = (saa / m - (sa / m) ** 2).clamp_min(0).sqrt()

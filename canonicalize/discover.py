@@ -1,105 +1,51 @@
 """Discover a model's symmetries from its torch.fx graph.
 
-The graph is walked once from the input. Every tensor carries its channel axis (a union-find
-id shared by every tensor whose channels must be permuted together) and the scale classes
-whose factors it carries (with the part of the factor that reaches it: all of it, or only its
-sign behind a sign activation). Each layer kind adds what it allows; see CANONICALIZE.md.
+The graph is walked once from the input. Every channel of every tensor carries an *atom*: the
+unit it holds (a union-find id, shared by every channel that must be permuted with it), the
+scale atoms whose factors multiply it (all of each factor, or only its sign behind a sign
+activation), and whether it is known to be zero (zero-padded channels). Channel axes are thus
+sequences of segments: concatenation lays groups side by side, slicing and padding place a
+group inside a wider axis. Each operation adds what it allows (see :mod:`canonicalize.ops`);
+:mod:`canonicalize.resolve` turns the atoms into groups and scale classes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import math
 import operator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import TensorMetadata
 
+from . import ops
 from .errors import SymmetryError
-from .layers import Sign
-from .spec import (
-    Absorb,
-    AxisRef,
-    BatchNormInfo,
-    BiasFold,
-    Column,
-    PermGroup,
-    ScaleClass,
-    Site,
-    SymmetrySpec,
-)
+from .ops import SUPPORTED_LAYERS
+from .spec import BatchNormInfo, BiasFold, SymmetrySpec
+from .tracing import trace
 from .validate import check_input, check_model
 
-_FIXED = 0
+__all__ = ["SUPPORTED_LAYERS", "symmetries", "trace"]
 
-SUPPORTED_LAYERS = (
-    "Linear, Conv1d, Conv2d, BatchNorm1d, BatchNorm2d, ReLU, LeakyReLU, Tanh, Sign, Identity, "
-    "Dropout, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Flatten, "
-    "residual additions, multiplication by a constant"
-)
-
-_HOMOGENEOUS_MODULES = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-)
-_LINEAR_MODULES = (
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-)
-_HOMOGENEOUS_FUNCTIONS = {
-    F.relu,
-    torch.relu,
-    F.leaky_relu,
-    F.max_pool1d,
-    F.max_pool2d,
-    torch.max_pool1d,
-    torch.max_pool2d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-}
-_ODD_FUNCTIONS = {torch.tanh, F.tanh}
-_SIGN_FUNCTIONS = {torch.sign}
-_LINEAR_FUNCTIONS = {
-    F.dropout,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    torch.avg_pool1d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-}
-_ADD_FUNCTIONS = {operator.add, torch.add}
-_SCALAR_FUNCTIONS = {operator.mul, operator.truediv, torch.mul}
-_HOMOGENEOUS_METHODS = {"relu"}
-_ODD_METHODS = {"tanh"}
-_SIGN_METHODS = {"sign"}
-_LINEAR_METHODS = {"contiguous"}
-_SHAPE_METHODS = {"size", "dim"}
+FIXED = 0
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
-class _UnionFind:
-    """Union-find over integer ids; id 0 is 'fixed' and always its set's root."""
+class UnionFind:
+    """Union-find over integer atoms; atom 0 is 'fixed' and always its set's root."""
 
     def __init__(self) -> None:
-        self.parent = [_FIXED]
+        self.parent = [FIXED]
+        self.origin = ["<fixed>"]
 
-    def new(self) -> int:
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
+    def new(self, count: int, origin: str) -> int:
+        """Allocate ``count`` fresh atoms created by ``origin``; returns the first."""
+        first = len(self.parent)
+        self.parent.extend(range(first, first + count))
+        self.origin.extend([origin] * count)
+        return first
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -114,83 +60,33 @@ class _UnionFind:
         return lo
 
 
-@dataclass(frozen=True)
-class _Value:
-    """What the walk knows about one tensor: its channel axis and the factors it carries."""
+Term = tuple[int, str]  # (scale atom, "full" | "sign")
 
-    perm: int
-    terms: frozenset[tuple[int, str]]
+
+class Chan(NamedTuple):
+    """One channel: its unit atom (``None`` for a fixed channel), its factors, whether zero."""
+
+    perm: int | None
+    terms: frozenset[Term]
+    zero: bool = False
+
+
+class Value(NamedTuple):
+    """What the walk knows about one tensor.
+
+    ``chans`` describes axis 1 (the channel axis); ``block`` entries per channel once a
+    ``(C, H, W)`` map is flattened; ``shift`` names a bias whose per-channel translation reaches
+    this tensor unchanged (so a BatchNorm reading it can absorb the bias).
+    """
+
+    chans: tuple[Chan, ...]
     block: int
     shape: tuple[int, ...]
+    shift: str | None = None
 
 
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Sign) or super().is_leaf_module(m, qualname)
-
-
-def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
-    """Trace a copy of ``model`` (eval mode) with torch.fx and annotate tensor shapes.
-
-    Raises
-    ------
-    SymmetryError
-        If torch.fx cannot trace the model, or the model fails on ``example_input``.
-    """
-    work = copy.deepcopy(model).eval()
-    try:
-        graph = _Tracer().trace(work)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure is reported the same way
-        raise SymmetryError(
-            f"torch.fx could not trace {type(model).__name__}: {exc}. canonicalize needs a "
-            "forward pass without data-dependent control flow; move such logic out of "
-            "forward() or canonicalize the traceable part of the model."
-        ) from exc
-    gm = fx.GraphModule(work, graph)
-    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(inputs) > 1:
-        raise SymmetryError(
-            f"{type(model).__name__}.forward takes several inputs "
-            f"({', '.join(n.name for n in inputs)}); models with several inputs are not supported"
-        )
-    try:
-        # ShapeProp prints a traceback of its own on failure; the error below says it all
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-            ShapeProp(gm).propagate(example_input)
-    except Exception as exc:  # noqa: BLE001
-        cause = exc.__cause__ or exc
-        raise SymmetryError(
-            f"{type(model).__name__} failed on the example input of shape "
-            f"{tuple(example_input.shape)}: {type(cause).__name__}: {cause}"
-        ) from exc
-    return gm
-
-
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-
-
-def check_layers(model: nn.Module) -> None:
-    """Refuse torch.nn layers without a supported symmetry before anything runs."""
-    supported = (
-        nn.Linear,
-        nn.Conv1d,
-        nn.Conv2d,
-        nn.BatchNorm1d,
-        nn.BatchNorm2d,
-        nn.Tanh,
-        nn.Flatten,
-        Sign,
-        *_HOMOGENEOUS_MODULES,
-        *_LINEAR_MODULES,
-        *_CONTAINERS,
-    )
-    for name, module in model.named_modules():
-        if type(module).__module__.startswith("torch.nn") and not isinstance(module, supported):
-            raise SymmetryError(
-                f"layer '{name}' ({type(module).__name__}) has no supported symmetry; "
-                f"supported layers are {SUPPORTED_LAYERS}. Replace it by a supported layer or "
-                "canonicalize a model without it."
-            )
+def _fixed(count: int) -> tuple[Chan, ...]:
+    return tuple(Chan(None, frozenset()) for _ in range(count))
 
 
 def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
@@ -200,21 +96,23 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
     ----------
     model : nn.Module
         Any model built from the supported layers (``SUPPORTED_LAYERS``), with one tensor input
-        and one tensor output; nn.Sequential and custom modules with residual additions work.
+        and one tensor output, written with modules or functional calls. Only what the forward
+        pass uses counts: attributes it never calls (a loss module, a spare head) are ignored.
     example_input : torch.Tensor
         A batch of inputs (batch axis first) used to trace the model and read shapes.
 
     Returns
     -------
     SymmetrySpec
-        Which axes share one permutation (across residual additions and through Flatten),
-        which units carry a positive scale or a sign, and how consumers compensate.
+        Which axes share one permutation (across residual additions, through Flatten, inside
+        concatenations), which units carry a positive scale or a sign, and how consumers
+        compensate; ``print(spec)`` describes it.
 
     Raises
     ------
     SymmetryError
-        For an unsupported layer or function (named in the message), an untraceable model, a
-        model with several inputs or outputs, or non-finite weights.
+        For an unsupported layer or function (the message names the module path and why), an
+        untraceable model, a model with several inputs or outputs, or non-finite weights.
 
     Examples
     --------
@@ -225,117 +123,209 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
     >>> [g.size for g in spec.groups], [(s.magnitude, s.sign) for s in spec.scales][:1]
     ([4], [(True, False)])
     """
+    from .resolve import resolve
+
     check_model(model)
-    check_layers(model)
+    if isinstance(example_input, torch.Tensor) and example_input.dtype in _INTEGER_DTYPES:
+        # integer inputs feed an embedding: name the layer rather than the dtype
+        try:
+            gm = trace(model, example_input)
+        except SymmetryError:
+            gm = None  # the model does not take integers either: the dtype is the problem
+        if gm is not None:
+            Walk(gm).run()
     example_input = check_input(model, example_input)
     gm = trace(model, example_input)
-    return _Walk(gm).run()
+    return resolve(Walk(gm).run())
 
 
-class _Walk:
-    """One pass over the traced graph that collects the symmetry group."""
+def where(node: fx.Node) -> str:
+    """The module path (and class) a node belongs to, for error messages."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path, (_, cls) = next(reversed(stack.items()))
+        name = getattr(cls, "__name__", str(cls))
+        return f" in '{path}' ({name})" if path else ""
+    return ""
+
+
+def describe(node: fx.Node) -> str:
+    target = node.target
+    name = getattr(target, "__name__", str(target))
+    kind = {"call_function": "function", "call_method": "method", "call_module": "layer"}
+    return f"{kind.get(node.op, node.op)} '{name}' (node '{node.name}'){where(node)}"
+
+
+class Walk:
+    """One pass over the traced graph that records atoms and constraints."""
 
     def __init__(self, gm: fx.GraphModule) -> None:
         self.gm = gm
-        self.perms = _UnionFind()
-        self.scales = _UnionFind()
-        self.values: dict[fx.Node, _Value | None] = {}
-        self.sites: list[dict] = []
-        self.axes: list[tuple[int, AxisRef]] = []
-        self.columns: list[tuple[int, Column]] = []
-        self.absorbs: list[tuple[int, Absorb]] = []
+        self.perms = UnionFind()
+        self.scales = UnionFind()
+        self.values: dict[fx.Node, Value | None] = {}
         self.no_magnitude: set[int] = set()
         self.no_sign: set[int] = set()
+        # raw records, one entry per channel: resolve turns them into groups and classes
+        self.layers: list[dict] = []
+        self.axes: list[tuple[int, str, int, int, int]] = []  # atom, tensor, dim, block, pos
+        self.columns: list[tuple[int, str, int, int, int, str]] = []  # + kind
+        self.absorbs: list[tuple[int, str, int, str]] = []  # scale atom, bn, pos, kind
         self.batchnorms: dict[str, BatchNormInfo] = {}
         self.bias_folds: list[BiasFold] = []
-        self.output: _Value | None = None
-        self.inputs = 0
+        self.notes: list[str] = []
+        self.output: Value | None = None
         self.called: set[str] = set()
 
     # --- constraints -------------------------------------------------------------------
-    def _terminal(self, terms: frozenset[tuple[int, str]]) -> None:
-        """The factors in ``terms`` reach a place that allows none of them."""
-        for cls, kind in terms:
-            if kind == "full":
-                self.no_magnitude.add(cls)
-            self.no_sign.add(cls)
+    def terminal(self, chans: tuple[Chan, ...] | list[Chan]) -> None:
+        """The factors of these channels reach a place that allows none of them."""
+        for chan in chans:
+            for atom, kind in chan.terms:
+                if kind == "full":
+                    self.no_magnitude.add(atom)
+                self.no_sign.add(atom)
+
+    def pin(self, chans: tuple[Chan, ...] | list[Chan]) -> None:
+        """These channels cannot be permuted."""
+        for chan in chans:
+            if chan.perm is not None:
+                self.perms.union(chan.perm, FIXED)
+
+    def note(self, node: fx.Node, text: str) -> None:
+        self.notes.append(f"{describe(node)}: {text}")
 
     # --- walk --------------------------------------------------------------------------
-    def run(self) -> SymmetrySpec:
+    def run(self) -> Walk:
         for order, node in enumerate(self.gm.graph.nodes):
-            self.values[node] = self._visit(node, order)
-        return self._resolve()
+            self.order = order
+            self.values[node] = self.visit(node)
+        if self.output is None:
+            raise SymmetryError("the traced model has no output")
+        return self
 
-    def _value(self, arg: object, node: fx.Node) -> _Value:
+    def value(self, arg: object, node: fx.Node) -> Value:
         if not isinstance(arg, fx.Node) or self.values.get(arg) is None:
             raise SymmetryError(
-                f"node '{node.name}' ({node.op} {_target_name(node)}) takes a non-tensor "
-                "argument where a tensor was expected"
+                f"{describe(node)} takes a non-tensor argument where a tensor was expected"
             )
         return self.values[arg]  # type: ignore[return-value]
 
-    def _visit(self, node: fx.Node, order: int) -> _Value | None:
+    def shift_of(self, arg: object) -> str | None:
+        """The bias translation carried by ``arg``, if ``arg`` feeds nothing else."""
+        if isinstance(arg, fx.Node) and len(arg.users) == 1 and self.values.get(arg) is not None:
+            return self.values[arg].shift  # type: ignore[union-attr]
+        return None
+
+    def visit(self, node: fx.Node) -> Value | None:
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
         if node.op == "placeholder":
-            self.inputs += 1
-            if self.inputs > 1:
-                raise SymmetryError("models with several inputs are not supported")
-            return _Value(_FIXED, frozenset(), 1, shape or ())
+            if shape is None:
+                return None
+            return Value(_fixed(shape[1] if len(shape) > 1 else 0), 1, shape)
         if node.op == "get_attr":
             raise SymmetryError(
-                f"the forward pass reads the tensor '{node.target}' directly; only parameters "
-                "held by supported layers (nn.Linear, nn.Conv*, nn.BatchNorm*) are supported"
+                f"the forward pass reads the tensor '{node.target}' directly{where(node)}; only "
+                "parameters held by supported layers (nn.Linear, nn.Conv*, nn.BatchNorm*) are "
+                "supported"
             )
         if node.op == "output":
-            return self._output(node)
+            return self.visit_output(node)
         if node.op == "call_module":
-            return self._module(node, order, shape)
+            if shape is None:
+                module = self.gm.get_submodule(str(node.target))
+                raise SymmetryError(
+                    f"layer '{node.target}' ({type(module).__name__}) has no supported "
+                    f"symmetry (it does not return one tensor); supported layers are "
+                    f"{SUPPORTED_LAYERS}"
+                )
+            return self.visit_module(node, shape)
+        if shape is None:
+            return None  # shape arithmetic (x.size(0), x.shape[1], ...)
         if node.op == "call_function":
-            return self._function(node, shape)
+            return self.visit_function(node, shape)
         if node.op == "call_method":
-            return self._method(node, shape)
+            return self.visit_method(node, shape)
         raise SymmetryError(f"unsupported graph node '{node.name}' ({node.op})")
 
-    def _output(self, node: fx.Node) -> None:
+    def visit_output(self, node: fx.Node) -> None:
         out = node.args[0]
         if not isinstance(out, fx.Node) or self.values.get(out) is None:
             raise SymmetryError("the model must return a single tensor (not a tuple or dict)")
         value = self.values[out]
-        self.perms.union(value.perm, _FIXED)
+        self.pin(value.chans)  # type: ignore[union-attr]
         self.output = value
         return None
 
-    def _module(self, node: fx.Node, order: int, shape) -> _Value:
+    # --- elementwise maps ----------------------------------------------------------------
+    def elementwise(self, node: fx.Node, kind: ops.Kind, value: Value, shape, shift=None):
+        """Apply an elementwise map of the given kind (see :mod:`canonicalize.ops`)."""
+        chans = value.chans
+        if kind == "homogeneous":
+            for chan in chans:
+                self.no_sign.update(atom for atom, _ in chan.terms)
+        elif kind == "odd":
+            for chan in chans:
+                self.no_magnitude.update(atom for atom, k in chan.terms if k == "full")
+        elif kind == "sign":
+            chans = tuple(
+                Chan(c.perm, frozenset((a, "sign") for a, _ in c.terms), c.zero) for c in chans
+            )
+        elif kind == "pointwise":
+            self.terminal(chans)
+            # f(0) need not be 0: zero channels stop being known zeros
+            chans = tuple(Chan(c.perm, frozenset(), False) for c in chans)
+        return Value(chans, value.block, shape, shift)
+
+    def same_channels(self, value: Value, shape, shift=None) -> Value:
+        return Value(value.chans, value.block, shape, shift)
+
+    # --- modules -----------------------------------------------------------------------
+    def visit_module(self, node: fx.Node, shape) -> Value:
         name = str(node.target)
         module = self.gm.get_submodule(name)
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            return self._weight_layer(node, name, module, order, shape)
+            return self.weight_layer(node, name, module, shape)
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            return self._batchnorm(node, name, module, order, shape)
-        value = self._value(node.args[0], node)
-        if isinstance(module, _HOMOGENEOUS_MODULES):
-            return self._homogeneous(value, shape)
-        if isinstance(module, nn.Tanh):
-            return self._odd(value, shape)
-        if isinstance(module, Sign):
-            return self._sign(value, shape)
-        if isinstance(module, _LINEAR_MODULES):
-            return _Value(value.perm, value.terms, value.block, shape)
+            return self.batchnorm(node, name, module, shape)
+        value = self.value(node.args[0], node)
+        if isinstance(module, ops.SOFTMAX_MODULES):
+            return self.softmax(node, value, module.dim, shape)
         if isinstance(module, nn.Flatten):
             if module.start_dim != 1 or module.end_dim not in (-1, len(value.shape) - 1):
                 raise SymmetryError(
                     f"layer '{name}' (Flatten) flattens dims {module.start_dim}..{module.end_dim}; "
                     "only Flatten(start_dim=1, end_dim=-1) is supported"
                 )
-            return self._flatten(value, shape)
-        raise SymmetryError(
-            f"layer '{name}' ({type(module).__name__}) has no supported symmetry; supported "
-            f"layers are {SUPPORTED_LAYERS}. Replace it by a supported layer or canonicalize "
-            "a model without it."
-        )
+            return self.flatten(node, value, shape)
+        kind = ops.module_kind(module)
+        if kind is None:
+            raise SymmetryError(
+                f"layer '{name}' ({type(module).__name__}) has no supported symmetry; supported "
+                f"layers are {SUPPORTED_LAYERS}. Replace it by a supported layer or canonicalize "
+                "a model without it."
+            )
+        if isinstance(module, nn.PReLU):
+            self.prelu(node, name, module, value)
+        shift = None
+        if isinstance(module, ops.SHIFT_MODULES) or (
+            isinstance(module, (nn.AvgPool1d, nn.AvgPool2d))
+            and (_no_padding(module.padding) or not module.count_include_pad)
+        ):
+            shift = self.shift_of(node.args[0])
+        return self.elementwise(node, kind, value, shape, shift)
 
-    def _once(self, name: str, module: nn.Module) -> None:
+    def prelu(self, node: fx.Node, name: str, module: nn.PReLU, value: Value) -> None:
+        if module.num_parameters == 1:
+            return
+        if module.num_parameters != len(value.chans):
+            raise SymmetryError(f"{describe(node)}: PReLU has {module.num_parameters} slopes")
+        for pos, chan in enumerate(value.chans):
+            if chan.perm is not None:
+                self.axes.append((chan.perm, f"{name}.weight", 0, 1, pos))
+
+    def once(self, name: str, module: nn.Module) -> None:
         if name in self.called:
             raise SymmetryError(
                 f"layer '{name}' ({type(module).__name__}) is called more than once in the "
@@ -343,9 +333,44 @@ class _Walk:
             )
         self.called.add(name)
 
-    def _weight_layer(self, node, name, module, order, shape) -> _Value:
-        self._once(name, module)
-        value = self._value(node.args[0], node)
+    def read_columns(self, value: Value, tensor: str, dim: int = 1, block: int | None = None):
+        """Record that ``tensor``'s axis ``dim`` holds the channels of ``value``."""
+        block = value.block if block is None else block
+        for pos, chan in enumerate(value.chans):
+            if chan.perm is not None:
+                self.axes.append((chan.perm, tensor, dim, block, pos))
+            for atom, kind in chan.terms:
+                self.columns.append((atom, tensor, dim, block, pos, kind))
+
+    def new_units(self, name: str, count: int, perm: list[int | None] | None = None):
+        """Fresh scale atoms (and perm atoms unless given) for ``count`` rows of a layer."""
+        if perm is None:
+            first = self.perms.new(count, name)
+            perm = [first + i for i in range(count)]
+        first_scale = self.scales.new(count, name)
+        return perm, [first_scale + i for i in range(count)]
+
+    def add_layer(self, name, kind, rows, perm, scale, inputs: Value | None) -> None:
+        for pos, atom in enumerate(perm):
+            if atom is not None:
+                for row in rows:
+                    self.axes.append((atom, row, 0, 1, pos))
+        input_atoms = [] if inputs is None else [c.perm for c in inputs.chans if c.perm is not None]
+        self.layers.append(
+            dict(
+                name=name,
+                kind=kind,
+                rows=tuple(rows),
+                perm=perm,
+                scale=scale,
+                inputs=input_atoms,
+                order=self.order,
+            )
+        )
+
+    def weight_layer(self, node, name, module, shape) -> Value:
+        self.once(name, module)
+        value = self.value(node.args[0], node)
         expected = (
             2 if isinstance(module, nn.Linear) else (3 if isinstance(module, nn.Conv1d) else 4)
         )
@@ -354,323 +379,448 @@ class _Walk:
                 f"layer '{name}' ({type(module).__name__}) is applied to a {len(value.shape)}-D "
                 f"tensor; canonicalize supports it on {expected}-D (batch, channels, ...) inputs"
             )
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups != 1:
-            raise SymmetryError(
-                f"layer '{name}' ({type(module).__name__}) has groups={module.groups}; grouped "
-                "and depthwise convolutions are not supported"
-            )
         weight = f"{name}.weight"
-        if value.perm != _FIXED or self.perms.find(value.perm) != _FIXED:
-            self.axes.append((value.perm, AxisRef(weight, 1, value.block)))
-        for cls, kind in value.terms:
-            self.columns.append((cls, Column(weight, value.block, kind)))
-        perm, scale = self.perms.new(), self.scales.new()
         rows = [weight] + ([f"{name}.bias"] if module.bias is not None else [])
-        for row in rows:
-            self.axes.append((perm, AxisRef(row, 0)))
+        n_out = module.weight.shape[0]
+        groups = getattr(module, "groups", 1)
+        shift = f"{name}.bias" if module.bias is not None and len(node.users) == 1 else None
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
-        self.sites.append(
-            dict(
-                name=name,
-                kind=kind,
-                rows=tuple(rows),
-                perm=perm,
-                scale=scale,
-                input_perm=value.perm,
-                order=order,
+        if groups == 1:
+            self.read_columns(value, weight)
+            perm, scale = self.new_units(name, n_out)
+            self.add_layer(name, kind, rows, perm, scale, value)
+        elif module.in_channels == groups and n_out == groups:
+            # depthwise: output channel c reads input channel c only, so it is the same unit;
+            # the input's factor divides the row (dim 0), the row has a factor of its own
+            perm = [c.perm for c in value.chans]
+            for pos, chan in enumerate(value.chans):
+                for atom, k in chan.terms:
+                    self.columns.append((atom, weight, 0, 1, pos, k))
+            perm, scale = self.new_units(name, n_out, perm)
+            self.add_layer(name, "depthwise", rows, perm, scale, None)
+        else:
+            # general grouped convolution: output block g reads input block g only. Units of a
+            # block permute among themselves; permutations and scales of the input channels
+            # are held fixed (exact, but narrower than the full group; see notes)
+            self.pin(value.chans)
+            self.terminal(value.chans)
+            self.note(
+                node,
+                f"groups={groups} with {module.in_channels // groups} input and "
+                f"{n_out // groups} output channels per group: the input channels' "
+                "permutations and scales are held fixed, output units permute within their group",
             )
-        )
-        return _Value(perm, frozenset({(scale, "full")}), 1, shape)
+            per = n_out // groups
+            perm = []
+            for g in range(groups):
+                first = self.perms.new(per, f"{name}/group{g}")
+                perm.extend(first + i for i in range(per))
+            perm, scale = self.new_units(name, n_out, perm)
+            self.add_layer(name, kind, rows, perm, scale, None)
+        chans = tuple(Chan(p, frozenset({(s, "full")})) for p, s in zip(perm, scale, strict=True))
+        return Value(chans, 1, shape, shift)
 
-    def _batchnorm(self, node, name, module, order, shape) -> _Value:
-        self._once(name, module)
-        value = self._value(node.args[0], node)
+    def batchnorm(self, node, name, module, shape) -> Value:
+        self.once(name, module)
+        value = self.value(node.args[0], node)
         tracked = module.track_running_stats and module.running_mean is not None
         self.batchnorms[name] = BatchNormInfo(name, float(module.eps), bool(module.affine), tracked)
-        for cls, kind in value.terms:
-            if kind == "full" and not tracked:
-                # batch statistics in eval mode: sqrt(c^2 var + eps) != c sqrt(var + eps)
-                self.no_magnitude.add(cls)
-            if not module.affine:
-                self.no_sign.add(cls)
-            self.absorbs.append((cls, Absorb(name, kind)))
-        source = node.args[0]
-        if (
-            isinstance(source, fx.Node)
-            and source.op == "call_module"
-            and len(source.users) == 1
-            and isinstance(
-                self.gm.get_submodule(str(source.target)), (nn.Linear, nn.Conv1d, nn.Conv2d)
-            )
-            and self.gm.get_submodule(str(source.target)).bias is not None
-        ):
-            self.bias_folds.append(BiasFold(f"{source.target}.bias", name))
+        for pos, chan in enumerate(value.chans):
+            for atom, kind in chan.terms:
+                if kind == "full" and not tracked:
+                    # batch statistics in eval mode: sqrt(c^2 var + eps) != c sqrt(var + eps)
+                    self.no_magnitude.add(atom)
+                if not module.affine:
+                    self.no_sign.add(atom)
+                self.absorbs.append((atom, name, pos, kind))
+        shift = self.shift_of(node.args[0])
+        if shift is not None and value.block == 1:
+            self.bias_folds.append(BiasFold(shift, name))
         if tracked:
             for buffer in ("running_mean", "running_var"):
-                self.axes.append((value.perm, AxisRef(f"{name}.{buffer}", 0)))
+                for pos, chan in enumerate(value.chans):
+                    if chan.perm is not None:
+                        self.axes.append((chan.perm, f"{name}.{buffer}", 0, 1, pos))
         if not module.affine:
-            return _Value(value.perm, frozenset(), value.block, shape)
-        scale = self.scales.new()
-        rows = (f"{name}.weight", f"{name}.bias")
-        for row in rows:
-            self.axes.append((value.perm, AxisRef(row, 0)))
-        self.sites.append(
-            dict(
-                name=name,
-                kind="batchnorm",
-                rows=rows,
-                perm=value.perm,
-                scale=scale,
-                input_perm=None,
-                order=order,
+            chans = tuple(Chan(c.perm, frozenset()) for c in value.chans)
+            return Value(chans, value.block, shape)
+        perm, scale = self.new_units(name, len(value.chans), [c.perm for c in value.chans])
+        self.add_layer(name, "batchnorm", (f"{name}.weight", f"{name}.bias"), perm, scale, None)
+        chans = tuple(Chan(p, frozenset({(s, "full")})) for p, s in zip(perm, scale, strict=True))
+        return Value(chans, value.block, shape)
+
+    # --- structure -----------------------------------------------------------------------
+    def flatten(self, node: fx.Node, value: Value, shape) -> Value:
+        spatial = math.prod(value.shape[2:])
+        shift = self.shift_of(node.args[0]) if spatial == 1 else None
+        return Value(value.chans, value.block * spatial, shape, shift)
+
+    def reshape(self, node: fx.Node, value: Value, shape) -> Value:
+        shape = tuple(shape)
+        if shape == value.shape:
+            return self.same_channels(value, shape, self.shift_of(node.args[0]))
+        if len(value.shape) >= 2 and shape == (value.shape[0], math.prod(value.shape[1:])):
+            return self.flatten(node, value, shape)
+        if (
+            value.block == 1
+            and len(value.shape) >= 2
+            and len(shape) >= 2
+            and shape[:2] == value.shape[:2]
+        ):
+            # the channel axis stays where it is (squeeze/unsqueeze of trailing axes)
+            spatial = math.prod(value.shape[2:]) == 1 and math.prod(shape[2:]) == 1
+            return self.same_channels(
+                value, shape, self.shift_of(node.args[0]) if spatial else None
             )
+        raise SymmetryError(
+            f"{describe(node)} reshapes {value.shape} to {shape}; only reshapes that keep the "
+            "channel axis (flattening to (batch, -1), squeezing trailing axes) are supported"
         )
-        return _Value(value.perm, frozenset({(scale, "full")}), value.block, shape)
 
-    def _homogeneous(self, value: _Value, shape) -> _Value:
-        for cls, _ in value.terms:
-            self.no_sign.add(cls)
-        return _Value(value.perm, value.terms, value.block, shape)
-
-    def _odd(self, value: _Value, shape) -> _Value:
-        for cls, kind in value.terms:
-            if kind == "full":
-                self.no_magnitude.add(cls)
-        return _Value(value.perm, value.terms, value.block, shape)
-
-    def _sign(self, value: _Value, shape) -> _Value:
-        terms = frozenset((cls, "sign") for cls, _ in value.terms)
-        return _Value(value.perm, terms, value.block, shape)
-
-    def _flatten(self, value: _Value, shape) -> _Value:
-        block = value.block * math.prod(value.shape[2:])
-        return _Value(value.perm, value.terms, block, shape)
-
-    def _add(self, node: fx.Node, shape) -> _Value:
+    def add(self, node: fx.Node, shape, subtract: bool = False) -> Value:
         if node.kwargs.get("alpha", 1) != 1:
-            raise SymmetryError(f"node '{node.name}': torch.add with alpha is not supported")
+            raise SymmetryError(f"{describe(node)}: torch.add with alpha is not supported")
         a, b = node.args[0], node.args[1]
         if not isinstance(a, fx.Node):
             a, b = b, a
-        left = self._value(a, node)
+        left = self.value(a, node)
         if not isinstance(b, fx.Node):
             if b != 0:
                 # a constant offset pins every factor that reaches it
-                self._terminal(left.terms)
-            return _Value(left.perm, left.terms, left.block, shape)
-        right = self._value(b, node)
-        if left.shape != right.shape or left.block != right.block:
+                self.terminal(left.chans)
+            return Value(left.chans, left.block, shape)
+        right = self.value(b, node)
+        if len(left.chans) != len(right.chans) or left.block != right.block:
             raise SymmetryError(
-                f"node '{node.name}' adds tensors of shapes {left.shape} and {right.shape}; "
-                "only additions of equally shaped tensors (residual streams) are supported"
+                f"{describe(node)} adds tensors of shapes {left.shape} and {right.shape}; only "
+                "additions of tensors with the same channels (residual streams) are supported"
             )
-        perm = self.perms.union(left.perm, right.perm)
-        terms = left.terms | right.terms
-        if not left.terms or not right.terms:
-            self._terminal(terms)
-            return _Value(perm, terms, left.block, shape)
-        classes = [cls for cls, _ in terms]
-        root = classes[0]
-        for cls in classes[1:]:
-            root = self.scales.union(root, cls)
+        chans = tuple(self.merge(x, y) for x, y in zip(left.chans, right.chans, strict=True))
+        return Value(chans, left.block, shape)
+
+    def merge(self, x: Chan, y: Chan) -> Chan:
+        """Two channels that meet in one: a sum, or positions of one concatenation along space."""
+        if x.zero and y.zero:
+            return x
+        if y.zero:
+            return Chan(x.perm, x.terms)
+        if x.zero:
+            return Chan(y.perm, y.terms)
+        if x.perm is None or y.perm is None:
+            self.pin([x, y])
+            perm = None
+        else:
+            perm = self.perms.union(x.perm, y.perm)
+        terms = x.terms | y.terms
+        if not x.terms or not y.terms:
+            self.terminal([x, y])
+            return Chan(perm, terms)
+        atoms = [atom for atom, _ in terms]
+        for atom in atoms[1:]:
+            self.scales.union(atoms[0], atom)
         if len({kind for _, kind in terms}) > 1:
-            self.no_magnitude.add(root)
-        return _Value(perm, terms, left.block, shape)
+            self.no_magnitude.add(atoms[0])
+        return Chan(perm, terms)
 
-    def _scalar_product(self, node: fx.Node, shape) -> _Value:
+    def product(self, node: fx.Node, shape, divide: bool = False) -> Value:
         a, b = node.args[0], node.args[1]
-        if node.target is operator.truediv and isinstance(b, fx.Node):
-            raise SymmetryError(f"node '{node.name}': division by a tensor is not supported")
-        if isinstance(a, fx.Node) and isinstance(b, fx.Node):
+        if not isinstance(a, fx.Node) and not isinstance(b, fx.Node):
+            raise SymmetryError(f"{describe(node)} has no tensor argument")
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
+            if divide and isinstance(b, fx.Node):
+                raise SymmetryError(
+                    f"{describe(node)} divides a constant by a tensor; not supported"
+                )
+            tensor = a if isinstance(a, fx.Node) else b
+            value = self.value(tensor, node)
+            return Value(value.chans, value.block, shape)
+        left, right = self.value(a, node), self.value(b, node)
+        if len(right.chans) == 1 and len(left.chans) > 1:
+            left, right = right, left
+        if len(left.chans) == 1 and len(right.chans) > 1:
+            # one value per example scales every channel: its own factor is held fixed
+            self.terminal(left.chans)
+            self.pin(left.chans)
+            return Value(right.chans, right.block, shape)
+        if len(left.chans) != len(right.chans):
             raise SymmetryError(
-                f"node '{node.name}' multiplies two tensors; only products with a constant are "
-                "supported (gating and attention have no supported symmetry)"
+                f"{describe(node)} multiplies tensors of shapes {left.shape} and {right.shape}; "
+                "only products of tensors with the same channels (gates) are supported"
             )
-        tensor = a if isinstance(a, fx.Node) else b
-        value = self._value(tensor, node)
-        return _Value(value.perm, value.terms, value.block, shape)
+        chans = []
+        fixed_second = False
+        for x, y in zip(left.chans, right.chans, strict=True):
+            if x.zero or y.zero:
+                chans.append(Chan(x.perm if x.zero else y.perm, frozenset(), True))
+                continue
+            if x.perm is None or y.perm is None:
+                self.pin([x, y])
+                perm = None
+            else:
+                perm = self.perms.union(x.perm, y.perm)
+            if divide or (x.terms and y.terms):
+                # the factor of the second operand is held fixed (x / y, or x * y with two
+                # scaled operands: their factors are not separable per unit)
+                fixed_second = fixed_second or bool(y.terms and x.terms)
+                self.terminal([y])
+                terms = x.terms
+                if x.terms & y.terms:
+                    self.terminal([x])
+            else:
+                terms = x.terms | y.terms
+            chans.append(Chan(perm, terms))
+        if fixed_second:
+            self.note(node, "both factors of the product carry scales; the second one is fixed")
+        return Value(tuple(chans), left.block, shape)
 
-    def _function(self, node: fx.Node, shape) -> _Value | None:
+    def concatenate(self, node: fx.Node, shape) -> Value:
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        values = [self.value(t, node) for t in tensors]  # type: ignore[union-attr]
+        ndim = len(values[0].shape)
+        dim = dim % ndim
+        if dim == 0:
+            raise SymmetryError(f"{describe(node)} concatenates along the batch axis")
+        if dim == 1:
+            if len({v.block for v in values}) != 1:
+                raise SymmetryError(f"{describe(node)} concatenates flattened maps of other sizes")
+            chans = tuple(c for v in values for c in v.chans)
+            seen: dict[int, int] = {}
+            for chan in chans:
+                if chan.perm is not None and not chan.zero:
+                    root = self.perms.find(chan.perm)
+                    seen[root] = seen.get(root, 0) + 1
+            repeated = [
+                c for c in chans if c.perm is not None and seen.get(self.perms.find(c.perm), 0) > 1
+            ]
+            if repeated:
+                self.pin(repeated)
+                self.terminal(repeated)
+                self.note(node, "a channel is concatenated with itself; its unit is fixed")
+            return Value(chans, values[0].block, shape)
+        first = values[0]
+        for other in values[1:]:
+            first = Value(
+                tuple(self.merge(x, y) for x, y in zip(first.chans, other.chans, strict=True)),
+                first.block,
+                shape,
+            )
+        return Value(first.chans, first.block, shape)
+
+    def getitem(self, node: fx.Node, shape) -> Value | None:
+        value = self.value(node.args[0], node)
+        index = node.args[1]
+        if not isinstance(index, tuple):
+            index = (index,)
+        if any(isinstance(i, fx.Node) for i in index) or index.count(Ellipsis) > 1:
+            raise SymmetryError(f"{describe(node)}: indexing with tensors is not supported")
+        if Ellipsis in index:
+            at = index.index(Ellipsis)
+            fill = len(value.shape) - (len(index) - 1 - index.count(None))
+            index = index[:at] + (slice(None),) * fill + index[at + 1 :]
+        if None in index or any(not isinstance(i, slice) for i in index[:2]):
+            raise SymmetryError(
+                f"{describe(node)} indexes {value.shape} with {index}; only slices that keep the "
+                "batch and channel axes are supported"
+            )
+        full = slice(None)
+        if len(index) >= 1 and index[0] != full:
+            raise SymmetryError(f"{describe(node)} slices the batch axis")
+        spatial_only = all(i == full for i in index[:2])
+        if value.block != 1 and len(index) > 1 and index[1] != full:
+            raise SymmetryError(f"{describe(node)} slices a flattened feature map")
+        chans = value.chans
+        if not spatial_only:
+            positions = range(len(chans))[index[1]]
+            chans = tuple(chans[i] for i in positions)
+            if len(chans) < len(value.chans):
+                # the slice tells the kept channels from the others: mark them
+                marker = self.perms.new(len(chans), f"slice:{node.name}")
+                chans = tuple(
+                    Chan(
+                        self.perms.union(c.perm, marker + i) if c.perm is not None else None,
+                        c.terms,
+                        c.zero,
+                    )
+                    for i, c in enumerate(chans)
+                )
+            elif list(positions) != list(range(len(chans))):
+                raise SymmetryError(f"{describe(node)} reorders channels; not supported")
+        keeps_shift = spatial_only
+        return Value(
+            chans, value.block, shape, self.shift_of(node.args[0]) if keeps_shift else None
+        )
+
+    def pad(self, node: fx.Node, shape) -> Value:
+        value = self.value(node.args[0], node)
+        widths = node.args[1] if len(node.args) > 1 else node.kwargs["pad"]
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        fill = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+        fill = 0.0 if fill is None else fill
+        ndim = len(value.shape)
+        pairs = [(widths[i], widths[i + 1]) for i in range(0, len(widths), 2)]  # last dim first
+        channel = ndim - 2  # index of the channel axis in pairs
+        before, after = pairs[channel] if channel < len(pairs) else (0, 0)
+        spatial_padded = any(p != (0, 0) for p in pairs[:channel])
+        if value.block != 1 and (before, after) != (0, 0):
+            raise SymmetryError(f"{describe(node)} pads a flattened feature map")
+        if mode == "constant" and fill != 0:
+            self.terminal(value.chans)
+        if (before, after) == (0, 0):
+            shift = None if mode == "constant" and spatial_padded else self.shift_of(node.args[0])
+            return Value(value.chans, value.block, shape, shift)
+        if mode != "constant":
+            raise SymmetryError(f"{describe(node)} pads channels in mode {mode!r}")
+        zero = fill == 0
+        first = self.perms.new(before + after, f"pad:{node.name}")
+        new = [
+            Chan(first + i, frozenset(), zero) if zero else Chan(None, frozenset())
+            for i in range(before + after)
+        ]
+        return Value(tuple(new[:before]) + value.chans + tuple(new[before:]), 1, shape)
+
+    def softmax(self, node: fx.Node, value: Value, dim, shape) -> Value:
+        ndim = len(value.shape)
+        if dim is None:
+            dim = 0 if ndim in (0, 1, 3) else 1  # torch's legacy implicit choice
+        self.terminal(value.chans)
+        if dim % ndim == 1:
+            # a row-wise map over the channels: each output is its own fixed unit
+            self.pin(value.chans)
+        chans = tuple(Chan(c.perm, frozenset()) for c in value.chans)
+        return Value(chans, value.block, shape)
+
+    def reduce(self, node: fx.Node, value: Value, dims, keepdim: bool, kind: str, shape) -> Value:
+        ndim = len(value.shape)
+        if dims is None:
+            dims = tuple(range(ndim))
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        dims = tuple(d % ndim for d in dims)
+        if 0 in dims:
+            raise SymmetryError(f"{describe(node)} reduces over the batch axis")
+        if 1 in dims:
+            # a sum over channels is invariant to their order, not to their scales
+            self.terminal(value.chans)
+            return Value(_fixed(shape[1] if len(shape) > 1 else 0), 1, shape)
+        if value.block != 1:
+            raise SymmetryError(f"{describe(node)} reduces a flattened feature map")
+        shift = self.shift_of(node.args[0]) if kind in ("mean", "amax") else None
+        if kind == "amax":
+            for chan in value.chans:
+                self.no_sign.update(atom for atom, _ in chan.terms)
+        return Value(value.chans, 1, shape, shift)
+
+    # --- functions and methods -----------------------------------------------------------
+    def visit_function(self, node: fx.Node, shape) -> Value | None:
         target = node.target
-        if shape is None:
-            return None  # shape arithmetic (x.size(0), x.shape[1], ...)
-        if target in _ADD_FUNCTIONS:
-            return self._add(node, shape)
-        if target in _SCALAR_FUNCTIONS:
-            return self._scalar_product(node, shape)
+        if target in ops.ADD_FUNCTIONS:
+            return self.add(node, shape)
+        if target in ops.SUB_FUNCTIONS:
+            return self.add(node, shape, subtract=True)
+        if target in ops.MUL_FUNCTIONS:
+            return self.product(node, shape)
+        if target in ops.DIV_FUNCTIONS:
+            return self.product(node, shape, divide=True)
+        if target is torch.cat or target is torch.concat or target is torch.concatenate:
+            return self.concatenate(node, shape)
+        if target is operator.getitem:
+            return self.getitem(node, shape)
+        if target is F.pad:
+            return self.pad(node, shape)
+        if target in ops.SOFTMAX_FUNCTIONS:
+            value = self.value(node.args[0], node)
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            return self.softmax(node, value, dim, shape)
         if target is torch.flatten:
-            value = self._value(node.args[0], node)
+            value = self.value(node.args[0], node)
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
             if start != 1 or end not in (-1, len(value.shape) - 1):
                 raise SymmetryError(
-                    f"node '{node.name}': only torch.flatten(x, 1) is supported, got {start}..{end}"
+                    f"{describe(node)}: only torch.flatten(x, 1) is supported, got {start}..{end}"
                 )
-            return self._flatten(value, shape)
-        if target is torch.reshape:
-            return self._reshape(node, self._value(node.args[0], node), shape)
-        handlers = (
-            (_HOMOGENEOUS_FUNCTIONS, self._homogeneous),
-            (_ODD_FUNCTIONS, self._odd),
-            (_SIGN_FUNCTIONS, self._sign),
-            (_LINEAR_FUNCTIONS, lambda v, s: _Value(v.perm, v.terms, v.block, s)),
-        )
-        for targets, handler in handlers:
-            if target in targets:
-                return handler(self._value(node.args[0], node), shape)
-        raise SymmetryError(
-            f"function '{_target_name(node)}' (node '{node.name}') has no supported symmetry; "
-            f"supported operations are {SUPPORTED_LAYERS}"
-        )
+            return self.flatten(node, value, shape)
+        if target in (torch.reshape, torch.squeeze, torch.unsqueeze):
+            return self.reshape(node, self.value(node.args[0], node), shape)
+        if target in (torch.mean, torch.sum, torch.amax):
+            value = self.value(node.args[0], node)
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+            return self.reduce(node, value, dims, keep, target.__name__, shape)
+        if target is F.hardtanh:
+            lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+            hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+            kind: ops.Kind | None = "odd" if lo == -hi else "pointwise"
+        else:
+            kind = ops.function_kind(target)
+        return self.apply_kind(node, kind, shape, ops.SHIFT_FUNCTIONS, target)
 
-    def _reshape(self, node: fx.Node, value: _Value, shape) -> _Value:
-        if tuple(shape) == value.shape:
-            return _Value(value.perm, value.terms, value.block, shape)
-        if tuple(shape) != (value.shape[0], math.prod(value.shape[1:])):
+    def apply_kind(self, node: fx.Node, kind, shape, shifting, key) -> Value:
+        tensors = [a for a in node.args if isinstance(a, fx.Node)]
+        tensors += [a for a in node.kwargs.values() if isinstance(a, fx.Node)]
+        tensors = [t for t in tensors if self.values.get(t) is not None]
+        if kind is None or len(tensors) != 1:
+            if kind == "pointwise" and len(tensors) > 1:
+                # an elementwise map of several tensors (torch.maximum, ...): permutations only
+                values = [self.value(t, node) for t in tensors]
+                chans = values[0].chans
+                for other in values[1:]:
+                    if len(other.chans) != len(chans):
+                        break
+                    chans = tuple(self.merge(x, y) for x, y in zip(chans, other.chans, strict=True))
+                else:
+                    for v in values:
+                        self.terminal(v.chans)
+                    chans = tuple(Chan(c.perm, frozenset()) for c in chans)
+                    return Value(chans, values[0].block, shape)
             raise SymmetryError(
-                f"node '{node.name}' reshapes {value.shape} to {tuple(shape)}; only "
-                "flattening to (batch, -1) is supported"
+                f"{describe(node)} has no supported symmetry; supported operations are "
+                f"{SUPPORTED_LAYERS}. Move it out of the model or replace it by a supported one."
             )
-        return self._flatten(value, shape)
+        value = self.value(tensors[0], node)
+        if node.args and node.args[0] is not tensors[0]:
+            raise SymmetryError(f"{describe(node)}: the tensor must be the first argument")
+        shift = self.shift_of(node.args[0]) if key in shifting else None
+        if key in (F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d):
+            padding = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
+            if _no_padding(padding):
+                shift = self.shift_of(node.args[0])
+        return self.elementwise(node, kind, value, shape, shift)
 
-    def _method(self, node: fx.Node, shape) -> _Value | None:
+    def visit_method(self, node: fx.Node, shape) -> Value | None:
         method = str(node.target)
-        if shape is None or method in _SHAPE_METHODS:
+        if method in ops.SHAPE_METHODS:
             return None
-        if method == "add":
-            return self._add(node, shape)
-        if method in ("mul", "div"):
-            return self._scalar_product(node, shape)
-        value = self._value(node.args[0], node)
-        if method in _HOMOGENEOUS_METHODS:
-            return self._homogeneous(value, shape)
-        if method in _ODD_METHODS:
-            return self._odd(value, shape)
-        if method in _SIGN_METHODS:
-            return self._sign(value, shape)
-        if method in _LINEAR_METHODS:
-            return _Value(value.perm, value.terms, value.block, shape)
+        if method in ("add", "add_", "__add__", "__iadd__"):
+            return self.add(node, shape)
+        if method in ("sub", "sub_"):
+            return self.add(node, shape, subtract=True)
+        if method in ("mul", "mul_"):
+            return self.product(node, shape)
+        if method in ("div", "div_"):
+            return self.product(node, shape, divide=True)
+        value = self.value(node.args[0], node)
         if method == "flatten":
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
             if start != 1 or end not in (-1, len(value.shape) - 1):
-                raise SymmetryError(f"node '{node.name}': only x.flatten(1) is supported")
-            return self._flatten(value, shape)
-        if method in ("view", "reshape"):
-            return self._reshape(node, value, shape)
-        raise SymmetryError(
-            f"method '.{method}()' (node '{node.name}') has no supported symmetry; supported "
-            f"operations are {SUPPORTED_LAYERS}"
-        )
-
-    # --- resolution --------------------------------------------------------------------
-    def _resolve(self) -> SymmetrySpec:
-        if self.output is None:
-            raise SymmetryError("the traced model has no output")
-        state = self.gm.state_dict()
-        find_p, find_s = self.perms.find, self.scales.find
-
-        # the output: no per-unit factor, perhaps one global positive factor
-        output_terms = self.output.terms
-        output_roots = {find_s(cls) for cls, _ in output_terms}
-        output_full = {find_s(cls) for cls, kind in output_terms if kind == "full"}
-        no_magnitude = {find_s(c) for c in self.no_magnitude}
-        no_sign = {find_s(c) for c in self.no_sign}
-        global_root = None
-        if (
-            len(output_roots) == 1
-            and output_full == output_roots
-            and _FIXED not in output_roots
-            and not (output_roots & no_magnitude)
-        ):
-            global_root = next(iter(output_roots))
-
-        sites = sorted(self.sites, key=lambda s: s["order"])
-        group_roots: list[int] = []
-        for site in sites:
-            root = find_p(site["perm"])
-            if root != _FIXED and root not in group_roots:
-                group_roots.append(root)
-        group_index = {root: i for i, root in enumerate(group_roots)}
-        scale_roots: list[int] = []
-        for site in sites:
-            root = find_s(site["scale"])
-            if root != _FIXED and root not in scale_roots:
-                scale_roots.append(root)
-        scale_index = {root: i for i, root in enumerate(scale_roots)}
-
-        resolved_sites = []
-        for i, site in enumerate(sites):
-            input_root = None if site["input_perm"] is None else find_p(site["input_perm"])
-            resolved_sites.append(
-                Site(
-                    name=site["name"],
-                    kind=site["kind"],
-                    rows=site["rows"],
-                    group=group_index.get(find_p(site["perm"])),
-                    scale=scale_index.get(find_s(site["scale"])),
-                    input_group=group_index.get(input_root) if input_root is not None else None,
-                    order=site["order"],
-                )
-            )
-            del i
-
-        groups = []
-        node_names: dict[int, list[tuple[str, int | None]]] = {root: [] for root in group_roots}
-        for node, value in self.values.items():
-            if value is not None and value.block == 1 and len(value.shape) >= 2:
-                root = find_p(value.perm)
-                if root in node_names and node.op != "placeholder":
-                    carried = {scale_index.get(find_s(cls)) for cls, _ in value.terms} - {None}
-                    node_names[root].append((node.name, next(iter(carried), None)))
-        for root in group_roots:
-            members = tuple(i for i, s in enumerate(resolved_sites) if s.group == group_index[root])
-            size = state[resolved_sites[members[0]].rows[0]].shape[0]
-            axes = tuple(dict.fromkeys(ax for p, ax in self.axes if find_p(p) == root))
-            for ax in axes:
-                if state[ax.tensor].shape[ax.dim] != size * ax.block:
-                    raise SymmetryError(
-                        f"internal: axis {ax} has length {state[ax.tensor].shape[ax.dim]}, "
-                        f"expected {size} units x {ax.block}"
-                    )
-            groups.append(
-                PermGroup(group_index[root], size, axes, members, tuple(node_names[root]))
-            )
-
-        scales = []
-        for root in scale_roots:
-            index = scale_index[root]
-            members = tuple(i for i, s in enumerate(resolved_sites) if s.scale == index)
-            site_groups = {resolved_sites[i].group for i in members}
-            if len(site_groups) != 1:
-                raise SymmetryError(f"internal: scale class spans groups {site_groups}")
-            size = state[resolved_sites[members[0]].rows[0]].shape[0]
-            scales.append(
-                ScaleClass(
-                    index=index,
-                    size=size,
-                    group=next(iter(site_groups)),
-                    magnitude=root not in no_magnitude and root not in output_full,
-                    sign=root not in no_sign and root not in output_roots,
-                    sites=members,
-                    columns=tuple(dict.fromkeys(c for k, c in self.columns if find_s(k) == root)),
-                    absorbs=tuple(dict.fromkeys(a for k, a in self.absorbs if find_s(k) == root)),
-                )
-            )
-
-        shape = self.output.shape
-        return SymmetrySpec(
-            groups=tuple(groups),
-            scales=tuple(scales),
-            sites=tuple(resolved_sites),
-            batchnorms=dict(self.batchnorms),
-            bias_folds=tuple(self.bias_folds),
-            output_scale=scale_index.get(global_root) if global_root is not None else None,
-            output_units=int(math.prod(shape[1:])) if len(shape) > 1 else 1,
-            state_shapes=tuple((k, tuple(v.shape)) for k, v in state.items()),
-        )
+                raise SymmetryError(f"{describe(node)}: only x.flatten(1) is supported")
+            return self.flatten(node, value, shape)
+        if method in ("view", "reshape", "squeeze", "unsqueeze", "view_as", "reshape_as"):
+            return self.reshape(node, value, shape)
+        if method in ("softmax", "log_softmax"):
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            return self.softmax(node, value, dim, shape)
+        if method in ("mean", "sum", "amax"):
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+            return self.reduce(node, value, dims, keep, method, shape)
+        return self.apply_kind(node, ops.method_kind(method), shape, ops.SHIFT_METHODS, method)
 
 
-def _target_name(node: fx.Node) -> str:
-    target = node.target
-    return getattr(target, "__name__", str(target))
+def _no_padding(padding: object) -> bool:
+    if isinstance(padding, str):
+        return padding == "valid"
+    if isinstance(padding, (tuple, list)):
+        return all(p == 0 for p in padding)
+    return padding == 0

@@ -6,6 +6,11 @@ layer whose parameters hold one row per unit: the incoming weights and bias of a
 layer, or the affine pair (gamma, beta) of a BatchNorm. Units that must be permuted together
 form a :class:`PermGroup`; units that must be rescaled together form a :class:`ScaleClass`
 (several sites share one class when they write into one residual stream).
+
+Channel axes are sequences of segments: a concatenation puts several groups side by side, a
+channel slice or a zero-padding of channels (the option-A shortcut) places a group inside a
+wider axis. So every reference to an axis carries ``index``: the position of each of the
+group's units along that axis (``None`` when the units fill the axis in order).
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ class AxisRef:
     """One axis of a state tensor that is indexed by the units of a group.
 
     ``block`` consecutive entries belong to one unit (``H * W`` columns of a Linear layer that
-    reads a flattened ``(C, H, W)`` feature map).
+    reads a flattened ``(C, H, W)`` feature map); ``index`` gives the position (in blocks) of
+    each unit of the group along ``dim``, ``None`` for ``0, 1, ..., size - 1``.
     """
 
     tensor: str
     dim: int
     block: int = 1
+    index: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,14 +42,22 @@ class Site:
 
     Attributes
     ----------
+    A layer whose rows belong to several groups (a convolution writing into a stream that is
+    partly zero-padded, a BatchNorm over a concatenation) is split into one site per group.
+
+    Attributes
+    ----------
     name : module path of the layer.
-    kind : ``"linear"``, ``"conv"`` or ``"batchnorm"``.
+    kind : ``"linear"``, ``"conv"``, ``"depthwise"`` (a convolution acting per channel) or
+        ``"batchnorm"``.
     rows : state names whose dim 0 is the unit axis (weight and bias; BatchNorm weight and bias).
     group : index of its :class:`PermGroup`, ``None`` when its units cannot be permuted.
     scale : index of its :class:`ScaleClass`, ``None`` when its rows cannot be rescaled.
-    input_group : the group its incoming columns belong to (``None`` for a fixed input, and for
-        BatchNorm, whose rows have no columns).
+    input_groups : the groups its incoming columns belong to (empty for a fixed input, and for
+        per-channel layers, whose rows have no columns of other units).
     order : position in the traced graph (topological).
+    index : the row of each unit (in the group's unit order), ``None`` for all rows in order.
+    label : a name unique among the sites (the module path, with the group when split).
     """
 
     name: str
@@ -50,23 +65,26 @@ class Site:
     rows: tuple[str, ...]
     group: int | None
     scale: int | None
-    input_group: int | None
+    input_groups: tuple[int, ...]
     order: int
+    index: tuple[int, ...] | None = None
+    label: str = ""
 
 
 @dataclass(frozen=True)
 class PermGroup:
     """Units that share one permutation: every axis listed is permuted the same way.
 
-    ``nodes`` names the traced graph nodes whose channels are these units, each with the scale
-    class whose factor it carries (``None`` for none); "activations" alignment reads them.
+    ``nodes`` names the traced graph nodes whose channels hold these units, each with the scale
+    class whose factor it carries (``None`` for none) and the channel of each unit (``None``
+    for all channels in order); "activations" alignment reads them.
     """
 
     index: int
     size: int
     axes: tuple[AxisRef, ...]
     sites: tuple[int, ...]
-    nodes: tuple[tuple[str, int | None], ...]
+    nodes: tuple[tuple[str, int | None, tuple[int, ...] | None], ...]
 
 
 @dataclass(frozen=True)
@@ -75,19 +93,27 @@ class Column:
 
     ``kind`` says which part of the factor reaches the consumer: ``"full"`` (the factor itself)
     or ``"sign"`` (its sign only, when a sign activation absorbed the magnitude on the way).
+    ``dim`` is the axis of the consumer's input channels (1; 0 for a depthwise convolution,
+    whose rows each read one channel); ``index`` the position of each unit along it.
     """
 
     tensor: str
     block: int
     kind: FactorKind
+    index: tuple[int, ...] | None = None
+    dim: int = 1
 
 
 @dataclass(frozen=True)
 class Absorb:
-    """A BatchNorm that absorbs the factor of its input units into its running statistics."""
+    """A BatchNorm that absorbs the factor of its input units into its running statistics.
+
+    ``index`` is the channel of each unit in the BatchNorm (``None`` for all, in order).
+    """
 
     batchnorm: str
     kind: FactorKind
+    index: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +168,8 @@ class SymmetrySpec:
         output is allowed (``output="normalize"``), else ``None``.
     output_units : number of output units (``H_L``).
     state_shapes : name and shape of every state tensor, to compare architectures.
+    notes : what the graph fixed that a wider group would have allowed, and why (a unit pinned
+        by a softmax, a gate whose second factor is held fixed, ...).
     """
 
     groups: tuple[PermGroup, ...]
@@ -152,6 +180,7 @@ class SymmetrySpec:
     output_scale: int | None
     output_units: int
     state_shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    notes: tuple[str, ...] = ()
 
     def scale_class(self, index: int) -> ScaleClass:
         """The scale class with the given index."""
@@ -171,17 +200,34 @@ class SymmetrySpec:
         }
 
     def summary(self) -> str:
-        """A short human-readable description of the group."""
+        """A readable description of the group: groups, scale classes, folds, and what was fixed."""
+        dims = self.dimension
         lines = [
-            f"SymmetrySpec: {len(self.groups)} permutation groups, {len(self.scales)} scale classes"
+            f"SymmetrySpec: {len(self.groups)} permutation groups "
+            f"({dims['permuted_units']} units), {dims['scaled_units']} units with a free scale, "
+            f"{dims['sign_units']} with a free sign"
         ]
         for group in self.groups:
-            names = ", ".join(self.sites[i].name for i in group.sites)
-            lines.append(f"  group {group.index}: {group.size} units, sites [{names}]")
-        for scale in self.scales:
-            names = ", ".join(self.sites[i].name for i in scale.sites)
-            allowed = [w for w, ok in (("scale", scale.magnitude), ("sign", scale.sign)) if ok]
-            lines.append(f"  scale class {scale.index} ({' and '.join(allowed)}): [{names}]")
+            names = ", ".join(self.sites[i].label for i in group.sites)
+            lines.append(f"  group {group.index}: {group.size} units; rows of [{names}]")
+            readers = sorted({a.tensor.rsplit(".", 1)[0] for a in group.axes if a.dim == 1})
+            if readers:
+                lines.append(f"    read by [{', '.join(readers)}]")
+            for cls in self.scales:
+                if cls.group != group.index:
+                    continue
+                allowed = [w for w, ok in (("scale", cls.magnitude), ("sign", cls.sign)) if ok]
+                kind = " and ".join(allowed) if allowed else "fixed"
+                sites = ", ".join(self.sites[i].label for i in cls.sites)
+                lines.append(f"    scale class {cls.index} ({kind}): [{sites}]")
+        if self.output_scale is not None:
+            lines.append("  output: one global positive factor (output='normalize' allowed)")
+        else:
+            lines.append("  output: fixed (output='normalize' not available)")
+        for fold in self.bias_folds:
+            lines.append(f"  bias {fold.bias} folds into {fold.batchnorm}.running_mean")
+        for note in self.notes:
+            lines.append(f"  fixed: {note}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -23,15 +23,17 @@ from .validate import check_input
 class SphereBlock:
     """Where one block of spheres lives in the model's state.
 
-    ``parts`` lists (tensor name, entries per unit) in the order they are concatenated; the
-    block holds ``units`` spheres of dimension ``sum(entries)`` (or one sphere holding all
-    entries, for the output layer).
+    ``parts`` lists (tensor name, entries per unit, rows) in the order they are concatenated;
+    ``rows`` are the tensor's rows that hold the block's units (``None``: all, in order). The
+    block holds ``units`` spheres of dimension ``sum(entries)`` (or, when ``output`` is true,
+    one sphere holding every entry of the output layer).
     """
 
     name: str
     radius: float
     units: int
-    parts: tuple[tuple[str, int], ...]
+    parts: tuple[tuple[str, int, tuple[int, ...] | None], ...]
+    output: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,14 +78,27 @@ class TorusPoint:
     def state(self) -> State:
         """The float64 state dict this point stands for."""
         state = {**self.free, **self.buffers}
+        shapes = dict(self.spec.state_shapes)
         for block in self.blocks:
             coords = self.spheres[block.name] * block.radius
-            coords = coords.reshape(block.units, -1)
             start = 0
-            shapes = dict(self.spec.state_shapes)
-            for tensor, width in block.parts:
-                state[tensor] = coords[:, start : start + width].reshape(shapes[tensor]).clone()
-                start += width
+            for tensor, width, rows in block.parts:
+                shape = shapes[tensor]
+                count = shape[0] if rows is None else len(rows)
+                if block.output:
+                    values = coords[0, start : start + count * width]
+                    start += count * width
+                else:
+                    values = coords[:, start : start + width]
+                    start += width
+                values = values.reshape(count, *shape[1:])
+                if rows is None:
+                    state[tensor] = values.clone()
+                else:
+                    base = state.get(tensor)
+                    base = torch.zeros(shape, dtype=values.dtype) if base is None else base.clone()
+                    base[torch.as_tensor(rows, dtype=torch.long)] = values
+                    state[tensor] = base
         return state
 
     def to_model(self) -> nn.Module:
@@ -102,34 +117,55 @@ class TorusPoint:
 
 def _point(state: State, spec: SymmetrySpec, output: Output, template, x) -> TorusPoint:
     blocks = []
-    covered: set[str] = set()
     shapes = dict(spec.state_shapes)
     for step, k, sites in schedule(spec):
         if step == "scale" and spec.scale_class(k).magnitude:
             parts = tuple(
-                (row, math.prod(shapes[row][1:])) for i in sites for row in spec.sites[i].rows
+                (row, math.prod(shapes[row][1:]), spec.sites[i].index)
+                for i in sites
+                for row in spec.sites[i].rows
             )
             blocks.append(
-                SphereBlock(spec.sites[sites[0]].name, 1.0, spec.scale_class(k).size, parts)
+                SphereBlock(spec.sites[sites[0]].label, 1.0, spec.scale_class(k).size, parts)
             )
     if output == "normalize":
         cls = spec.scale_class(spec.output_scale)  # type: ignore[arg-type]
         parts = tuple(
-            (row, math.prod(shapes[row])) for i in cls.sites for row in spec.sites[i].rows
+            (row, math.prod(shapes[row][1:]), spec.sites[i].index)
+            for i in cls.sites
+            for row in spec.sites[i].rows
         )
-        blocks.append(SphereBlock("output", math.sqrt(spec.output_units), 1, parts))
+        name = "output" if all(b.name != "output" for b in blocks) else "<output>"
+        blocks.append(SphereBlock(name, math.sqrt(spec.output_units), 1, parts, output=True))
     spheres = {}
+    covered: dict[str, torch.Tensor] = {}
     for block in blocks:
-        if block.name == "output":
-            flat = torch.cat([state[t].reshape(-1) for t, _ in block.parts])[None, :]
+        pieces = [unit_matrix(state[t], 0, 1, rows) for t, _, rows in block.parts]
+        if block.output:
+            flat = torch.cat([p.reshape(-1) for p in pieces])[None, :]
         else:
-            flat = torch.cat([unit_matrix(state[t], 0) for t, _ in block.parts], dim=1)
+            flat = torch.cat(pieces, dim=1)
         spheres[block.name] = flat / block.radius
-        covered.update(t for t, _ in block.parts)
+        for tensor, _, rows in block.parts:
+            mask = covered.setdefault(tensor, torch.zeros(shapes[tensor][0], dtype=torch.bool))
+            mask[slice(None) if rows is None else torch.as_tensor(rows, dtype=torch.long)] = True
     parameters = {name for name, _ in template.named_parameters()}
-    free = {k: v for k, v in state.items() if k in parameters and k not in covered}
+    free = {}
+    for k, v in state.items():
+        if k not in parameters:
+            continue
+        mask = covered.get(k)
+        if mask is None:
+            free[k] = v
+        elif not bool(mask.all()):
+            # rows outside every sphere stay free; the sphere rows are kept in the spheres
+            free[k] = torch.where(_rows(mask, v), torch.zeros_like(v), v)
     buffers = {k: v for k, v in state.items() if k not in parameters}
     return TorusPoint(spheres, free, buffers, tuple(blocks), spec, copy.deepcopy(template), x)
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(-1, *([1] * (like.ndim - 1))).expand_as(like)
 
 
 def to_torus(model: nn.Module, example_input: Tensor, output: Output = "normalize") -> TorusPoint:
@@ -191,7 +227,7 @@ def geodesic_distance(a: TorusPoint, b: TorusPoint, method: Method = "cosine") -
     model_b = rebuild(copy.deepcopy(b.template).double(), b.state())
     aligned = align(model_b, model_a, a.example_input.double(), method=method)
     state_b = to_float64(aligned)
-    output = "normalize" if any(bl.name == "output" for bl in a.blocks) else "preserve"
+    output = "normalize" if any(bl.output for bl in a.blocks) else "preserve"
     point_b = _point(state_b, b.spec, output, b.template, b.example_input)
     total = torch.zeros((), dtype=torch.float64)
     for block in a.blocks:

@@ -34,24 +34,42 @@ def rebuild(model: nn.Module, state: State) -> nn.Module:
     return new
 
 
-def unit_index(perm: Tensor, block: int) -> Tensor:
-    """Expand a permutation of units to a permutation of their ``block``-long runs of entries."""
+def unit_index(perm: Tensor, block: int, index: tuple[int, ...] | None = None) -> Tensor:
+    """Entries of the units ``perm`` (each ``block`` long) along an axis.
+
+    ``index`` gives the position (in blocks) of each unit along the axis; ``None`` means unit
+    ``i`` sits at position ``i``.
+    """
+    if index is not None:
+        perm = torch.as_tensor(index, dtype=torch.long, device=perm.device)[perm]
     if block == 1:
         return perm
     offsets = torch.arange(block, device=perm.device)
     return (perm[:, None] * block + offsets[None, :]).reshape(-1)
 
 
-def unit_matrix(tensor: Tensor, dim: int, block: int = 1) -> Tensor:
-    """View ``tensor`` as (units, everything else), units along ``dim`` in runs of ``block``."""
+def unit_matrix(
+    tensor: Tensor, dim: int, block: int = 1, index: tuple[int, ...] | None = None
+) -> Tensor:
+    """View ``tensor`` as (units, everything else), units along ``dim`` in runs of ``block``.
+
+    With ``index``, only the units at those positions, in that order.
+    """
     moved = tensor.movedim(dim, 0)
+    if index is not None:
+        positions = unit_index(torch.arange(len(index), device=tensor.device), block, index)
+        moved = moved.index_select(0, positions)
     units = moved.shape[0] // block
     return moved.reshape(units, -1)
 
 
 def site_rows(state: State, spec: SymmetrySpec, sites: tuple[int, ...] | list[int]) -> Tensor:
     """Each unit's incoming vector: the rows of the given sites, flattened and concatenated."""
-    parts = [unit_matrix(state[row], 0) for i in sites for row in spec.sites[i].rows]
+    parts = [
+        unit_matrix(state[row], 0, 1, spec.sites[i].index)
+        for i in sites
+        for row in spec.sites[i].rows
+    ]
     return torch.cat(parts, dim=1)
 
 
@@ -60,15 +78,31 @@ def permute_group(state: State, spec: SymmetrySpec, group: int, perm: Tensor) ->
     perm = perm.to(torch.long)
     for axis in spec.groups[group].axes:
         tensor = state[axis.tensor]
-        index = unit_index(perm.to(tensor.device), axis.block)
-        state[axis.tensor] = tensor.index_select(axis.dim, index)
+        source = unit_index(perm.to(tensor.device), axis.block, axis.index)
+        if axis.index is None:
+            state[axis.tensor] = tensor.index_select(axis.dim, source)
+            continue
+        identity = torch.arange(len(perm), device=tensor.device)
+        target = unit_index(identity, axis.block, axis.index)
+        state[axis.tensor] = tensor.index_copy(
+            axis.dim, target, tensor.index_select(axis.dim, source)
+        )
 
 
-def _along(factor: Tensor, tensor: Tensor, dim: int, block: int = 1) -> Tensor:
-    factor = factor.repeat_interleave(block) if block > 1 else factor
+def _along(
+    factor: Tensor, tensor: Tensor, dim: int, block: int = 1, index: tuple[int, ...] | None = None
+) -> Tensor:
+    """``factor`` (one value per unit) laid along ``tensor``'s axis ``dim``, ones elsewhere."""
+    factor = factor.to(dtype=tensor.dtype, device=tensor.device)
+    if index is None:
+        full = factor.repeat_interleave(block) if block > 1 else factor
+    else:
+        full = torch.ones(tensor.shape[dim], dtype=tensor.dtype, device=tensor.device)
+        positions = unit_index(torch.arange(len(index), device=tensor.device), block, index)
+        full[positions] = factor.repeat_interleave(block) if block > 1 else factor
     shape = [1] * tensor.ndim
     shape[dim] = -1
-    return factor.to(dtype=tensor.dtype, device=tensor.device).reshape(shape)
+    return full.reshape(shape)
 
 
 def scale_units(state: State, spec: SymmetrySpec, scale: int, factor: Tensor) -> None:
@@ -89,24 +123,27 @@ def scale_units(state: State, spec: SymmetrySpec, scale: int, factor: Tensor) ->
     cls = spec.scale_class(scale)
     signs = torch.where(factor < 0, -1.0, 1.0).to(factor.dtype)
     for i in cls.sites:
-        for row in spec.sites[i].rows:
-            state[row] = state[row] * _along(factor, state[row], 0)
+        site = spec.sites[i]
+        for row in site.rows:
+            state[row] = state[row] * _along(factor, state[row], 0, 1, site.index)
     for column in cls.columns:
         part = factor if column.kind == "full" else signs
         tensor = state[column.tensor]
-        state[column.tensor] = tensor / _along(part, tensor, 1, column.block)
+        state[column.tensor] = tensor / _along(part, tensor, column.dim, column.block, column.index)
     for absorb in cls.absorbs:
         part = factor if absorb.kind == "full" else signs
         bn = spec.batchnorms[absorb.batchnorm]
         if bn.tracked:
             mean, var = f"{bn.name}.running_mean", f"{bn.name}.running_var"
-            state[mean] = state[mean] * _along(part, state[mean], 0)
+            state[mean] = state[mean] * _along(part, state[mean], 0, 1, absorb.index)
             # var + eps stays positive, so eval mode stays exact even where an intermediate
             # step makes var itself negative; check_variances judges the final state
-            state[var] = _along(part, state[var], 0) ** 2 * (state[var] + bn.eps) - bn.eps
+            c = _along(part, state[var], 0, 1, absorb.index)
+            state[var] = c**2 * (state[var] + bn.eps) - bn.eps
         if bn.affine:
             weight = f"{bn.name}.weight"
-            state[weight] = state[weight] * _along(torch.sign(part), state[weight], 0)
+            sign = torch.sign(_along(part, state[weight], 0, 1, absorb.index))
+            state[weight] = state[weight] * sign
 
 
 def check_variances(state: State, spec: SymmetrySpec) -> None:
@@ -136,8 +173,8 @@ def fold_biases(state: State, spec: SymmetrySpec) -> None:
 
 
 def available(site: Site, processed: set[int]) -> bool:
-    """Whether a site's incoming columns are in canonical order (its input group processed)."""
-    return site.input_group is None or site.input_group in processed
+    """Whether a site's incoming columns are in canonical order (its input groups processed)."""
+    return all(group in processed for group in site.input_groups)
 
 
 def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:

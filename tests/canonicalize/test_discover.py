@@ -33,7 +33,7 @@ def structure(spec: SymmetrySpec):
             )
             for s in spec.scales
         ),
-        tuple((s.kind, s.group, s.scale, s.input_group) for s in spec.sites),
+        tuple((s.kind, s.group, s.scale, s.input_groups) for s in spec.sites),
         len(spec.bias_folds),
         spec.output_scale,
         spec.output_units,
@@ -64,7 +64,7 @@ def test_relu_mlp():
     spec = C.symmetries(model, X)
     assert [g.size for g in spec.groups] == [5, 4]
     assert [site(spec, n).group for n in ("0", "2", "4")] == [0, 1, None]
-    assert [site(spec, n).input_group for n in ("0", "2", "4")] == [None, 0, 1]
+    assert [site(spec, n).input_groups for n in ("0", "2", "4")] == [(), (0,), (1,)]
     assert flags(spec) == [(True, False), (True, False), (False, False)]
     out = class_of(spec, "4")
     assert spec.output_scale == out.index and out.group is None
@@ -220,7 +220,7 @@ def test_flatten_gives_blocks_of_height_times_width():
     assert [g.size for g in spec.groups] == [3]
     assert AxisRef("fc.weight", 1, block=16) in spec.groups[0].axes
     assert [(c.tensor, c.block) for c in class_of(spec, "conv").columns] == [("fc.weight", 16)]
-    assert site(spec, "fc").input_group == 0
+    assert site(spec, "fc").input_groups == (0,)
 
 
 @pytest.mark.parametrize("how", [k for k in FLATTENS if k != "nn.Flatten"])
@@ -262,7 +262,7 @@ def test_residual_writers_share_group_and_scale():
     spec = C.symmetries(_Residual(), X)
     assert [g.size for g in spec.groups] == [4]
     assert site(spec, "inp").group == site(spec, "f").group == 0
-    assert site(spec, "f").input_group == 0  # f reads the stream it writes into
+    assert site(spec, "f").input_groups == (0,)  # f reads the stream it writes into
     assert site(spec, "inp").scale == site(spec, "f").scale
     stream = class_of(spec, "inp")
     assert stream.sites == (0, 1)
@@ -296,12 +296,12 @@ class _InputResidual(nn.Module):
 def test_residual_on_raw_input_fixes_units():
     spec = C.symmetries(_InputResidual(), X)
     f = site(spec, "f")
-    assert f.group is None and f.input_group is None
+    assert f.group is None and f.input_groups == ()
     assert all(spec.sites.index(f) not in g.sites for g in spec.groups)
     cls = class_of(spec, "f")
     assert (cls.magnitude, cls.sign) == (False, False)
     assert [g.size for g in spec.groups] == [5]  # only h's units move
-    assert site(spec, "h").input_group is None
+    assert site(spec, "h").input_groups == ()
 
 
 # --- functional forms -----------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""What each layer and function does to the channels it carries: the tables discovery reads.
+
+An elementwise map ``f`` lets through what commutes with it: every elementwise map commutes
+with permutations of channels; a positively homogeneous one (``f(c z) = c f(z)`` for ``c > 0``:
+ReLU, LeakyReLU, max-pooling) also with positive scales; an odd one (``f(-z) = -f(z)``: tanh,
+hardtanh with symmetric limits, softsign) with signs; anything else (GELU, SiLU, sigmoid, ELU,
+softplus, hardswish, Mish, ReLU6, ...) with permutations only. A torch function that is not in
+these tables counts as elementwise only when its ATen operator carries the ``pointwise`` tag.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Sign
+
+Kind = Literal["homogeneous", "odd", "sign", "pointwise", "linear"]
+
+SUPPORTED_LAYERS = (
+    "Linear, Conv1d, Conv2d (grouped and depthwise too), BatchNorm1d, BatchNorm2d, every "
+    "elementwise activation (ReLU, LeakyReLU, PReLU, Tanh, Hardtanh, Softsign, Sign, GELU, SiLU, "
+    "Sigmoid, ELU, Softplus, Hardswish, Mish, ReLU6, ...), Identity, Dropout, max/avg/adaptive "
+    "pooling, Flatten, residual additions and subtractions, concatenation, channel slicing and "
+    "zero-padding of channels, products of two tensors (gates), mean/sum over spatial axes, "
+    "products with constants, softmax/log-softmax over the output"
+)
+
+# module classes -> what they let through (PReLU and Hardtanh are decided per instance)
+MODULE_KINDS: dict[type[nn.Module], Kind] = {
+    nn.ReLU: "homogeneous",
+    nn.LeakyReLU: "homogeneous",
+    nn.RReLU: "homogeneous",  # eval mode: a LeakyReLU with the mean slope
+    nn.MaxPool1d: "homogeneous",
+    nn.MaxPool2d: "homogeneous",
+    nn.AdaptiveMaxPool1d: "homogeneous",
+    nn.AdaptiveMaxPool2d: "homogeneous",
+    nn.Tanh: "odd",
+    nn.Softsign: "odd",
+    nn.Tanhshrink: "odd",
+    nn.Softshrink: "odd",
+    nn.Hardshrink: "odd",
+    Sign: "sign",
+    nn.GELU: "pointwise",
+    nn.SiLU: "pointwise",
+    nn.Sigmoid: "pointwise",
+    nn.ELU: "pointwise",
+    nn.CELU: "pointwise",
+    nn.SELU: "pointwise",
+    nn.Softplus: "pointwise",
+    nn.Hardswish: "pointwise",
+    nn.Hardsigmoid: "pointwise",
+    nn.Mish: "pointwise",
+    nn.ReLU6: "pointwise",
+    nn.LogSigmoid: "pointwise",
+    nn.Threshold: "pointwise",
+    nn.Identity: "linear",
+    nn.Dropout: "linear",
+    nn.Dropout1d: "linear",
+    nn.Dropout2d: "linear",
+    nn.AlphaDropout: "linear",
+    nn.AvgPool1d: "linear",
+    nn.AvgPool2d: "linear",
+    nn.AdaptiveAvgPool1d: "linear",
+    nn.AdaptiveAvgPool2d: "linear",
+}
+
+FUNCTION_KINDS: dict[object, Kind] = {
+    F.relu: "homogeneous",
+    torch.relu: "homogeneous",
+    torch.relu_: "homogeneous",
+    F.relu_: "homogeneous",
+    F.leaky_relu: "homogeneous",
+    F.rrelu: "homogeneous",
+    F.max_pool1d: "homogeneous",
+    F.max_pool2d: "homogeneous",
+    torch.max_pool1d: "homogeneous",
+    torch.max_pool2d: "homogeneous",
+    F.adaptive_max_pool1d: "homogeneous",
+    F.adaptive_max_pool2d: "homogeneous",
+    torch.abs: "homogeneous",
+    torch.tanh: "odd",
+    F.tanh: "odd",
+    F.softsign: "odd",
+    F.tanhshrink: "odd",
+    F.softshrink: "odd",
+    F.hardshrink: "odd",
+    torch.sin: "odd",
+    torch.atan: "odd",
+    torch.asinh: "odd",
+    torch.erf: "odd",
+    torch.sigmoid: "pointwise",
+    F.sigmoid: "pointwise",
+    F.gelu: "pointwise",
+    F.silu: "pointwise",
+    F.elu: "pointwise",
+    F.celu: "pointwise",
+    F.selu: "pointwise",
+    F.softplus: "pointwise",
+    F.hardswish: "pointwise",
+    F.hardsigmoid: "pointwise",
+    F.mish: "pointwise",
+    F.relu6: "pointwise",
+    F.logsigmoid: "pointwise",
+    torch.neg: "linear",
+    operator.neg: "linear",
+    torch.sign: "sign",
+    F.dropout: "linear",
+    F.dropout1d: "linear",
+    F.dropout2d: "linear",
+    F.alpha_dropout: "linear",
+    F.avg_pool1d: "linear",
+    F.avg_pool2d: "linear",
+    torch.avg_pool1d: "linear",
+    F.adaptive_avg_pool1d: "linear",
+    F.adaptive_avg_pool2d: "linear",
+}
+
+METHOD_KINDS: dict[str, Kind] = {
+    "relu": "homogeneous",
+    "relu_": "homogeneous",
+    "abs": "homogeneous",
+    "tanh": "odd",
+    "tanh_": "odd",
+    "neg": "linear",
+    "sign": "sign",
+    "contiguous": "linear",
+    "clone": "linear",
+    "detach": "linear",
+}
+
+# which of the kinds keep the tensor's per-channel translation (a bias before a BatchNorm)
+SHIFT_MODULES = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+)
+SHIFT_FUNCTIONS = {
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.alpha_dropout,
+    F.max_pool1d,
+    F.max_pool2d,
+    torch.max_pool1d,
+    torch.max_pool2d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+}
+SHIFT_METHODS = {"contiguous", "clone", "detach"}
+
+ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
+SUB_FUNCTIONS = {operator.sub, torch.sub, operator.isub}
+MUL_FUNCTIONS = {operator.mul, torch.mul, operator.imul}
+DIV_FUNCTIONS = {operator.truediv, torch.div, operator.itruediv}
+SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
+SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
+SHAPE_METHODS = {"size", "dim", "numel"}
+
+
+def module_kind(module: nn.Module) -> Kind | None:
+    """What an activation or pooling module lets through; ``None`` if it is not elementwise."""
+    if isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6):
+        return "odd" if module.min_val == -module.max_val else "pointwise"
+    if isinstance(module, nn.PReLU):
+        return "homogeneous"
+    for cls, kind in MODULE_KINDS.items():
+        if type(module) is cls:
+            return kind
+    for cls, kind in MODULE_KINDS.items():
+        if isinstance(module, cls):
+            return kind
+    return None
+
+
+def _aten_pointwise(name: str) -> bool:
+    op = getattr(torch.ops.aten, name.rstrip("_") if name.endswith("_") else name, None)
+    if op is None:
+        return False
+    try:
+        overload = op.default
+    except AttributeError:
+        return False
+    return torch.Tag.pointwise in overload.tags
+
+
+def function_kind(target: object) -> Kind | None:
+    """What a torch function lets through; ``None`` if it is not known to be elementwise."""
+    try:
+        if target in FUNCTION_KINDS:
+            return FUNCTION_KINDS[target]  # type: ignore[index]
+    except TypeError:  # unhashable target
+        return None
+    if target is F.hardtanh:
+        return None  # decided from its arguments by the caller
+    module = getattr(target, "__module__", "") or ""
+    name = getattr(target, "__name__", "")
+    if module.startswith("torch") and name and _aten_pointwise(name):
+        return "pointwise"
+    return None
+
+
+def method_kind(name: str) -> Kind | None:
+    """What a tensor method lets through; ``None`` if it is not known to be elementwise."""
+    if name in METHOD_KINDS:
+        return METHOD_KINDS[name]
+    return "pointwise" if _aten_pointwise(name) else None

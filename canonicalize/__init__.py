@@ -5,13 +5,15 @@ The ground floor of funcspace, usable on its own (torch, torch.fx, scipy, geoopt
 - :func:`symmetries` discovers which units share a permutation, a positive scale or a sign;
 - :func:`canonical_form` returns the unique representative of the model's symmetry class;
 - :func:`normalize` removes positive scales only (the toroids paper's normalization);
-- :func:`align` permutes (and sign-flips) one network's units to match another's;
+- :func:`match` permutes (and sign-flips) one network's units to match another's and returns
+  the group element with the evidence (:class:`Alignment`); :func:`align` returns the model;
 - :func:`to_torus` maps a network to a point of a product of spheres, and
   :func:`geodesic_distance` measures how far apart two symmetry classes are;
 - :func:`random_transform` applies a random element of the group (for tests and checks).
 """
 
-from .align import align
+from .align import align, match
+from .alignment import Alignment
 from .canonical import canonical_form, normalize
 from .discover import SUPPORTED_LAYERS, symmetries
 from .errors import SymmetryError
@@ -22,6 +24,7 @@ from .torus import SphereBlock, TorusPoint, geodesic_distance, to_torus
 
 __all__ = [
     "SUPPORTED_LAYERS",
+    "Alignment",
     "Sign",
     "SymmetryError",
     "SphereBlock",
@@ -30,6 +33,7 @@ __all__ = [
     "align",
     "canonical_form",
     "geodesic_distance",
+    "match",
     "normalize",
     "random_transform",
     "symmetries",

@@ -10,6 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, fx, nn
 
+from .alignment import Alignment, Element
 from .canonical import canonicalize_state
 from .discover import symmetries, trace
 from .errors import SymmetryError
@@ -32,7 +33,7 @@ Method = Literal["cosine", "weights", "activations"]
 _METHODS = ("cosine", "weights", "activations")
 
 
-def align(
+def match(
     model: nn.Module,
     reference: nn.Module,
     example_input: Tensor,
@@ -42,8 +43,11 @@ def align(
     max_iter: int = 100,
     seed: int = 0,
     batch_size: int = 1024,
-) -> nn.Module:
+) -> Alignment:
     """Permute (and, where the symmetry allows, sign-flip) ``model``'s units to match ``reference``.
+
+    Returns the aligned model with the group element that moved it and the evidence (distance
+    before and after, iterations); :func:`align` returns the model only.
 
     Parameters
     ----------
@@ -83,10 +87,13 @@ def align(
 
     Returns
     -------
-    nn.Module
-        A copy of ``model`` with units permuted (and signs flipped); it computes the same
-        function as ``model`` (checked on ``example_input``). Scales are left as they were:
-        normalize both networks first to compare them on the torus.
+    Alignment
+        ``model``: a copy of ``model`` with units permuted (and signs flipped); it computes the
+        same function as ``model`` (checked on ``example_input``). Scales are left as they were:
+        normalize both networks first to compare them on the torus. ``permutations`` and
+        ``signs``: the group element, per group and sign class. ``distance_before`` /
+        ``distance_after``: the distance to the reference in normalized coordinates;
+        ``iterations`` and ``converged`` for weight matching.
 
     Raises
     ------
@@ -105,8 +112,9 @@ def align(
     >>> _ = shuffled[0].bias.data.copy_(net[0].bias[perm])
     >>> _ = shuffled[2].weight.data.copy_(net[2].weight[:, perm])
     >>> _ = shuffled[2].bias.data.copy_(net[2].bias)
-    >>> torch.equal(align(shuffled, net, x, method="weights")[0].weight, net[0].weight)
-    True
+    >>> result = match(shuffled, net, x, method="weights")
+    >>> torch.equal(result.model[0].weight, net[0].weight), result.permutations[0].tolist()
+    (True, [1, 3, 4, 0, 2])
     """
     if method not in _METHODS:
         raise SymmetryError(f"method must be one of {_METHODS}, got {method!r}")
@@ -119,19 +127,66 @@ def align(
     _check_same_symmetries(spec, symmetries(reference, example_input))
     x = check_input(model, example_input)
     state, ref = to_float64(model), to_float64(reference)
+    unit_ref = normalized(ref, spec)
+    before = _squared_distance(normalized(state, spec), unit_ref) ** 0.5
+    element = Element(spec)
     if method == "weights":
-        _match_weights(state, ref, spec, max_iter, seed)
+        _match_weights(state, ref, spec, max_iter, seed, element)
     elif method == "cosine":
-        _match_cosine(state, ref, spec)
+        _match_cosine(state, ref, spec, element)
     else:
         inputs = example_input if data is None else data
         if isinstance(inputs, (tuple, list)):
             inputs = inputs[0]
         inputs = check_input(model, inputs)
-        _match_activations(model, reference, inputs, state, ref, spec, batch_size)
+        _match_activations(model, reference, inputs, state, ref, spec, batch_size, element)
     new = rebuild(model, state)
     check_outputs(model, new, x, what=f"align(method={method!r})")
-    return new
+    return Alignment(
+        model=new,
+        permutations=element.permutations,
+        signs=element.signs,
+        method=method,
+        distance_before=before,
+        distance_after=_squared_distance(normalized(state, spec), unit_ref) ** 0.5,
+        iterations=element.iterations,
+        converged=element.converged,
+        spec=spec,
+    )
+
+
+def align(
+    model: nn.Module,
+    reference: nn.Module,
+    example_input: Tensor,
+    method: Method = "cosine",
+    data: Tensor | tuple[Tensor, ...] | None = None,
+    *,
+    max_iter: int = 100,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> nn.Module:
+    """The aligned model of :func:`match` (same arguments): ``match(...).model``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    >>> x = torch.randn(8, 3)
+    >>> torch.allclose(align(net, net, x)(x), net(x))
+    True
+    """
+    return match(
+        model,
+        reference,
+        example_input,
+        method,
+        data,
+        max_iter=max_iter,
+        seed=seed,
+        batch_size=batch_size,
+    ).model
 
 
 def _check_same_symmetries(a: SymmetrySpec, b: SymmetrySpec) -> None:
@@ -179,10 +234,20 @@ def _signs(agreement: Tensor) -> Tensor:
 
 
 def _apply(
-    states: list[State], spec: SymmetrySpec, group: int, perm: Tensor, signs: dict[int, Tensor]
+    states: list[State],
+    spec: SymmetrySpec,
+    group: int,
+    perm: Tensor,
+    signs: dict[int, Tensor],
+    element: Element,
 ) -> bool:
     """Apply a permutation and sign flips to every state; whether anything changed."""
     changed = bool((perm != torch.arange(len(perm))).any())
+    if changed and group >= 0:
+        element.permute(group, perm)
+    for k, s in signs.items():
+        if (s < 0).any():
+            element.flip(k, s)
     for state in states:
         if changed and group >= 0:
             permute_group(state, spec, group, perm)
@@ -208,7 +273,9 @@ def normalized(state: State, spec: SymmetrySpec) -> State:
     return unit
 
 
-def _match_weights(state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int) -> None:
+def _match_weights(
+    state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int, element: Element
+) -> None:
     # Matching on raw weights is not invariant to the continuous part of the group: a running
     # variance grows as c^2 under a scale c and dominates the cost. Both networks are compared
     # in normalized coordinates instead; the permutations and signs found there are applied to
@@ -219,20 +286,28 @@ def _match_weights(state: State, ref: State, spec: SymmetrySpec, max_iter: int, 
     start = {k: v.clone() for k, v in state.items()}
     unit_ref = normalized(ref, spec)
     start_distance = _squared_distance(normalized(state, spec), unit_ref)
-    _match_cosine(state, ref, spec)
+    _match_cosine(state, ref, spec, element)
     unit_state = normalized(state, spec)
-    _coordinate_descent(state, unit_state, unit_ref, spec, max_iter, seed)
+    _coordinate_descent(state, unit_state, unit_ref, spec, max_iter, seed, element)
     if _squared_distance(unit_state, unit_ref) > start_distance:
         state.update(start)
+        element.copy_from(Element(spec))
 
 
 def _coordinate_descent(
-    state: State, unit_state: State, unit_ref: State, spec: SymmetrySpec, max_iter: int, seed: int
+    state: State,
+    unit_state: State,
+    unit_ref: State,
+    spec: SymmetrySpec,
+    max_iter: int,
+    seed: int,
+    element: Element,
 ) -> None:
     """Weight matching on normalized states; every step is applied to ``state`` as well."""
     rng = np.random.default_rng(seed)
     flips = {g.index: _sign_classes(spec, g.index) for g in spec.groups}
-    for _ in range(max_iter):
+    for iteration in range(max_iter):
+        element.iterations = iteration + 1
         changed = False
         for g in rng.permutation(len(spec.groups)):
             group = spec.groups[int(g)]
@@ -250,9 +325,11 @@ def _coordinate_descent(
                     k = next(iter(classes))
                     signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + product
             perm, signs = _assign(plain, signed)
-            changed |= _apply([state, unit_state], spec, group.index, perm, signs)
+            changed |= _apply([state, unit_state], spec, group.index, perm, signs, element)
         if not changed:
+            element.converged = True
             return
+    element.converged = False
 
 
 _TIE_BREAK = 1e-4
@@ -262,6 +339,7 @@ def _match_cosine(
     state: State,
     ref: State,
     spec: SymmetrySpec,
+    element: Element,
     activation_costs: dict[int, tuple[Tensor, dict[int, Tensor]]] | None = None,
 ) -> None:
     """Layer by layer from the input, match on the cosine of normalized incoming vectors.
@@ -277,14 +355,23 @@ def _match_cosine(
     processed: set[int] = set()
     pending: list[tuple[int, tuple[int, ...]]] = []  # sign classes waiting for their group
 
-    def settle_sign(k: int, sites: tuple[int, ...]) -> None:
+    undecided: dict[int, Tensor] = {}  # units whose sign the data could not tell
+    scaled: dict[int, tuple[int, ...]] = {}
+
+    def settle_sign(k: int, sites: tuple[int, ...], only: Tensor | None = None) -> None:
         agreement = (site_rows(unit_ref, spec, sites) * site_rows(unit_state, spec, sites)).sum(1)
+        signs = _signs(agreement)
+        if only is not None:
+            signs = torch.where(only, signs, torch.ones_like(signs))
         size = spec.scale_class(k).size
-        _apply([state, unit_state], spec, -1, torch.arange(size), {k: _signs(agreement)})
+        _apply([state, unit_state], spec, -1, torch.arange(size), {k: signs}, element)
 
     for step, g, sites in schedule(spec):
         if step == "scale":
             cls = spec.scale_class(g)
+            scaled[g] = sites
+            if g in undecided:
+                settle_sign(g, sites, undecided.pop(g))
             if cls.sign and activation_costs is None:
                 if cls.group is None or cls.group in processed:
                     settle_sign(g, sites)
@@ -320,11 +407,29 @@ def _match_cosine(
                 for k in set(signed) | set(corr_signed)
             }
             perm, signs = _assign(plain, signed)
-            _apply([state, unit_state], spec, g, perm, signs)
+            # a unit whose activations are constant on the data (a dead ReLU feeding it) gives
+            # no evidence for its sign: its sign is judged by its weights once they are usable
+            rows = torch.arange(group.size)
+            for cls in spec.scales:
+                if cls.group != g or not cls.sign:
+                    continue
+                evidence = corr_signed.get(cls.index)
+                blind = (
+                    torch.ones(group.size, dtype=torch.bool)
+                    if evidence is None
+                    else evidence.cpu()[rows, perm] == 0
+                )
+                if cls.index in signs:
+                    signs[cls.index] = torch.where(blind, 1.0, signs[cls.index])
+                if blind.any():
+                    undecided[cls.index] = blind
+            _apply([state, unit_state], spec, g, perm, signs, element)
             processed.add(g)
+            for k in [k for k in undecided if k in scaled]:
+                settle_sign(k, scaled[k], undecided.pop(k))
             continue
         perm, _ = _assign(plain, signed)
-        _apply([state, unit_state], spec, g, perm, {})
+        _apply([state, unit_state], spec, g, perm, {}, element)
         processed.add(g)
         # Signs class by class, in graph order: a BatchNorm's gamma flips with the sign of the
         # layer before it, so each class is judged after the previous one is settled.
@@ -381,6 +486,7 @@ def _match_activations(
     ref: State,
     spec: SymmetrySpec,
     batch_size: int,
+    element: Element,
 ) -> None:
     gm, gm_ref = trace(model, data[:1]), trace(reference, data[:1])
     names = {name for g in spec.groups for name, _, _ in g.nodes}
@@ -414,15 +520,18 @@ def _match_activations(
             cov = sab / m - torch.outer(sa / m, sb / m)
             std_a = (saa / m - (sa / m) ** 2).clamp_min(0).sqrt()
             std_b = (sbb / m - (sb / m) ** 2).clamp_min(0).sqrt()
-            # units that are constant on the data carry no correlation (not rounding noise)
+            # units that are constant on the data carry no correlation (not rounding noise):
+            # the one-pass variance of a constant unit is rounding of order 1e-16 mean^2, so
+            # its standard deviation reaches ~1e-8 |mean|; anything below 1e-6 |mean| is constant
             live = torch.outer(
-                std_a > 1e-8 * (sa / m).abs().clamp_min(1),
-                std_b > 1e-8 * (sb / m).abs().clamp_min(1),
+                std_a > 1e-6 * (sa / m).abs().clamp_min(1),
+                std_b > 1e-6 * (sb / m).abs().clamp_min(1),
             )
             corr = torch.where(live, cov / torch.outer(std_a, std_b).clamp_min(1e-300), 0.0)
+            corr = corr.clamp(-1.0, 1.0)
             if k is not None and spec.scale_class(k).sign:
                 signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + corr
             else:
                 plain += corr
         costs[group.index] = (plain, signed)
-    _match_cosine(state, ref, spec, activation_costs=costs)
+    _match_cosine(state, ref, spec, element, activation_costs=costs)

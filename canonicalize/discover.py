@@ -75,14 +75,14 @@ class Value(NamedTuple):
     """What the walk knows about one tensor.
 
     ``chans`` describes axis 1 (the channel axis); ``block`` entries per channel once a
-    ``(C, H, W)`` map is flattened; ``shift`` names a bias whose per-channel translation reaches
+    ``(C, H, W)`` map is flattened; ``shift`` names the biases whose per-channel translation reach
     this tensor unchanged (so a BatchNorm reading it can absorb the bias).
     """
 
     chans: tuple[Chan, ...]
     block: int
     shape: tuple[int, ...]
-    shift: str | None = None
+    shift: tuple[str, ...] = ()
 
 
 def _fixed(count: int) -> tuple[Chan, ...]:
@@ -211,11 +211,11 @@ class Walk:
             )
         return self.values[arg]  # type: ignore[return-value]
 
-    def shift_of(self, arg: object) -> str | None:
+    def shift_of(self, arg: object) -> tuple[str, ...]:
         """The bias translation carried by ``arg``, if ``arg`` feeds nothing else."""
         if isinstance(arg, fx.Node) and len(arg.users) == 1 and self.values.get(arg) is not None:
             return self.values[arg].shift  # type: ignore[union-attr]
-        return None
+        return ()
 
     def visit(self, node: fx.Node) -> Value | None:
         meta = node.meta.get("tensor_meta")
@@ -259,7 +259,7 @@ class Walk:
         return None
 
     # --- elementwise maps ----------------------------------------------------------------
-    def elementwise(self, node: fx.Node, kind: ops.Kind, value: Value, shape, shift=None):
+    def elementwise(self, node: fx.Node, kind: ops.Kind, value: Value, shape, shift=()):
         """Apply an elementwise map of the given kind (see :mod:`canonicalize.ops`)."""
         chans = value.chans
         if kind == "homogeneous":
@@ -278,7 +278,7 @@ class Walk:
             chans = tuple(Chan(c.perm, frozenset(), False) for c in chans)
         return Value(chans, value.block, shape, shift)
 
-    def same_channels(self, value: Value, shape, shift=None) -> Value:
+    def same_channels(self, value: Value, shape, shift=()) -> Value:
         return Value(value.chans, value.block, shape, shift)
 
     # --- modules -----------------------------------------------------------------------
@@ -308,7 +308,7 @@ class Walk:
             )
         if isinstance(module, nn.PReLU):
             self.prelu(node, name, module, value)
-        shift = None
+        shift: tuple[str, ...] = ()
         if isinstance(module, ops.SHIFT_MODULES) or (
             isinstance(module, (nn.AvgPool1d, nn.AvgPool2d))
             and (_no_padding(module.padding) or not module.count_include_pad)
@@ -383,7 +383,7 @@ class Walk:
         rows = [weight] + ([f"{name}.bias"] if module.bias is not None else [])
         n_out = module.weight.shape[0]
         groups = getattr(module, "groups", 1)
-        shift = f"{name}.bias" if module.bias is not None and len(node.users) == 1 else None
+        shift = (f"{name}.bias",) if module.bias is not None and len(node.users) == 1 else ()
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
         if groups == 1:
             self.read_columns(value, weight)
@@ -433,9 +433,9 @@ class Walk:
                 if not module.affine:
                     self.no_sign.add(atom)
                 self.absorbs.append((atom, name, pos, kind))
-        shift = self.shift_of(node.args[0])
-        if shift is not None and value.block == 1:
-            self.bias_folds.append(BiasFold(shift, name))
+        if value.block == 1:
+            for bias in self.shift_of(node.args[0]):
+                self.bias_folds.append(BiasFold(bias, name))
         if tracked:
             for buffer in ("running_mean", "running_var"):
                 for pos, chan in enumerate(value.chans):
@@ -452,7 +452,7 @@ class Walk:
     # --- structure -----------------------------------------------------------------------
     def flatten(self, node: fx.Node, value: Value, shape) -> Value:
         spatial = math.prod(value.shape[2:])
-        shift = self.shift_of(node.args[0]) if spatial == 1 else None
+        shift = self.shift_of(node.args[0]) if spatial == 1 else ()
         return Value(value.chans, value.block * spatial, shape, shift)
 
     def reshape(self, node: fx.Node, value: Value, shape) -> Value:
@@ -469,9 +469,7 @@ class Walk:
         ):
             # the channel axis stays where it is (squeeze/unsqueeze of trailing axes)
             spatial = math.prod(value.shape[2:]) == 1 and math.prod(shape[2:]) == 1
-            return self.same_channels(
-                value, shape, self.shift_of(node.args[0]) if spatial else None
-            )
+            return self.same_channels(value, shape, self.shift_of(node.args[0]) if spatial else ())
         raise SymmetryError(
             f"{describe(node)} reshapes {value.shape} to {shape}; only reshapes that keep the "
             "channel axis (flattening to (batch, -1), squeezing trailing axes) are supported"
@@ -496,7 +494,9 @@ class Walk:
                 "additions of tensors with the same channels (residual streams) are supported"
             )
         chans = tuple(self.merge(x, y) for x, y in zip(left.chans, right.chans, strict=True))
-        return Value(chans, left.block, shape)
+        # translations of both summands reach the sum (a bias on either side is a shift of it)
+        shift = self.shift_of(node.args[0]) if subtract else self.shift_of(a) + self.shift_of(b)
+        return Value(chans, left.block, shape, shift)
 
     def merge(self, x: Chan, y: Chan) -> Chan:
         """Two channels that meet in one: a sum, or positions of one concatenation along space."""
@@ -647,9 +647,7 @@ class Walk:
             elif list(positions) != list(range(len(chans))):
                 raise SymmetryError(f"{describe(node)} reorders channels; not supported")
         keeps_shift = spatial_only
-        return Value(
-            chans, value.block, shape, self.shift_of(node.args[0]) if keeps_shift else None
-        )
+        return Value(chans, value.block, shape, self.shift_of(node.args[0]) if keeps_shift else ())
 
     def pad(self, node: fx.Node, shape) -> Value:
         value = self.value(node.args[0], node)
@@ -667,7 +665,7 @@ class Walk:
         if mode == "constant" and fill != 0:
             self.terminal(value.chans)
         if (before, after) == (0, 0):
-            shift = None if mode == "constant" and spatial_padded else self.shift_of(node.args[0])
+            shift = () if mode == "constant" and spatial_padded else self.shift_of(node.args[0])
             return Value(value.chans, value.block, shape, shift)
         if mode != "constant":
             raise SymmetryError(f"{describe(node)} pads channels in mode {mode!r}")
@@ -704,7 +702,7 @@ class Walk:
             return Value(_fixed(shape[1] if len(shape) > 1 else 0), 1, shape)
         if value.block != 1:
             raise SymmetryError(f"{describe(node)} reduces a flattened feature map")
-        shift = self.shift_of(node.args[0]) if kind in ("mean", "amax") else None
+        shift = self.shift_of(node.args[0]) if kind in ("mean", "amax") else ()
         if kind == "amax":
             for chan in value.chans:
                 self.no_sign.update(atom for atom, _ in chan.terms)
@@ -780,7 +778,7 @@ class Walk:
         value = self.value(tensors[0], node)
         if node.args and node.args[0] is not tensors[0]:
             raise SymmetryError(f"{describe(node)}: the tensor must be the first argument")
-        shift = self.shift_of(node.args[0]) if key in shifting else None
+        shift = self.shift_of(node.args[0]) if key in shifting else ()
         if key in (F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d):
             padding = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
             if _no_padding(padding):

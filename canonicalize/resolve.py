@@ -140,6 +140,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
         for j, root in enumerate(roots):
             unit_in_class.setdefault(root, (k, j))
 
+    state_shapes = {k: tuple(v.shape) for k, v in walk.gm.state_dict().items()}
     sites = []
     for part in parts:
         layer = part["layer"]
@@ -158,12 +159,10 @@ def resolve(walk: Walk) -> SymmetrySpec:
                 scale=k,
                 input_groups=part["input_groups"],
                 order=layer["order"],
-                index=_index(part["positions"]),
+                index=_full(part["positions"], state_shapes[layer["rows"][0]][0], 1),
                 label=layer["name"] + suffix,
             )
         )
-
-    state_shapes = {k: tuple(v.shape) for k, v in walk.gm.state_dict().items()}
 
     def collect(entries, unit_lookup, sizes, what):
         """Positions per unit, keyed by (owner, ...); every unit exactly once."""

@@ -177,6 +177,23 @@ def available(site: Site, processed: set[int]) -> bool:
     return all(group in processed for group in site.input_groups)
 
 
+def _touching(spec: SymmetrySpec) -> dict[int, set[int]]:
+    """For each site, the scale classes other than its own that multiply its rows."""
+    by_row: dict[str, list[int]] = {}
+    for i, site in enumerate(spec.sites):
+        for row in site.rows:
+            by_row.setdefault(row, []).append(i)
+    touching: dict[int, set[int]] = {}
+    for cls in spec.scales:
+        tensors = [f"{a.batchnorm}.weight" for a in cls.absorbs]
+        tensors += [c.tensor for c in cls.columns if c.dim == 0]
+        for tensor in tensors:
+            for i in by_row.get(tensor, ()):
+                if spec.sites[i].scale != cls.index:
+                    touching.setdefault(i, set()).add(cls.index)
+    return touching
+
+
 def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
     """The order in which canonicalization fixes each class and group, from the input on.
 
@@ -185,13 +202,21 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
     stream, the layers that open it); ``("order", group, (site,))`` sorts a group by the rows of
     its first site.
     """
+    touching = _touching(spec)
     processed: set[int] = set()
     normalized: set[int] = set()
     steps: list[tuple[str, int, tuple[int, ...]]] = []
     for i, site in enumerate(spec.sites):
         if site.scale is not None and site.scale not in normalized:
             cls = spec.scale_class(site.scale)
-            usable = tuple(j for j in cls.sites if available(spec.sites[j], processed))
+            # a site's rows are canonical once its inputs are, and once every other class that
+            # rescales them (a layer feeding a BatchNorm, a unit read by a depthwise row) is
+            usable = tuple(
+                j
+                for j in cls.sites
+                if available(spec.sites[j], processed)
+                and touching.get(j, set()) - {site.scale} <= normalized
+            )
             if i not in usable:
                 raise SymmetryError(
                     f"internal: layer '{site.name}' opens a scale class but reads its own units"

@@ -9,7 +9,7 @@ from torch import nn
 
 import canonicalize as C
 from canonicalize.align import normalized
-from canonicalize.transform import to_float64
+from canonicalize.transform import permute_group, scale_units, to_float64
 from canonicalize.verify import eval_outputs, relative_difference
 from tests.canonicalize.test_properties import assert_same_state
 from tests.strategies import group_seeds, models
@@ -121,3 +121,35 @@ def test_activation_matching_uses_data():
     moved = C.random_transform(net, x, seed=5)
     aligned = C.align(moved, net, x[:4], method="activations", data=(x, torch.zeros(64)))
     assert_same_state(C.normalize(aligned, x), C.normalize(net, x), tol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["cosine", "weights", "activations"])
+@given(case=models(), seed=group_seeds)
+def test_match_returns_the_group_element_it_applied(method, case, seed):
+    moved = C.random_transform(case.model, case.x, seed=seed)
+    result = C.match(moved, case.model, case.x, method=method)
+    spec = result.spec
+    state = to_float64(moved)
+    for group, perm in result.permutations.items():
+        permute_group(state, spec, group, perm)
+    for scale, signs in result.signs.items():
+        scale_units(state, spec, scale, signs)
+    aligned = result.model.state_dict()
+    for key, value in state.items():
+        assert torch.allclose(value.to(aligned[key].dtype), aligned[key], atol=1e-12), key
+    assert result.distance_after < 1e-6 <= result.distance_before or result.distance_before < 1e-6
+    assert result.converged and result.iterations >= 1
+    assert set(result.to_dict()) >= {"permutations", "signs", "distance_before", "converged"}
+
+
+def test_match_reports_iterations_and_convergence_of_weight_matching():
+    x = torch.randn(8, 3, dtype=torch.float64)
+    a, b = _one_hidden_layer(0, width=6), _one_hidden_layer(1, width=6)
+    result = C.match(b, a, x, method="weights", max_iter=1)
+    assert result.iterations == 1
+    assert result.distance_after <= result.distance_before
+    assert "Alignment(method='weights'" in repr(result)
+    assert torch.equal(
+        C.align(b, a, x, method="weights").state_dict()["0.weight"],
+        result.model.state_dict()["0.weight"],
+    )

@@ -12,7 +12,7 @@ from torch import Tensor, fx, nn
 
 from .alignment import Alignment, Element
 from .canonical import canonicalize_state
-from .discover import symmetries, trace
+from .discover import discover, graph_signature, symmetries, trace
 from .errors import SymmetryError
 from .spec import SymmetrySpec
 from .transform import (
@@ -123,9 +123,11 @@ def match(
     check_model(model, "model")
     check_model(reference, "reference")
     check_same_architecture(model, reference)
-    spec = symmetries(model, example_input)
-    _check_same_symmetries(spec, symmetries(reference, example_input))
+    spec, graph = discover(model, example_input)
     x = check_input(model, example_input)
+    # one traced graph means one group; otherwise compare the groups themselves
+    if graph_signature(graph) != graph_signature(trace(reference, x)):
+        _check_same_symmetries(spec, symmetries(reference, example_input))
     state, ref = to_float64(model), to_float64(reference)
     unit_ref = normalized(ref, spec)
     before = _squared_distance(normalized(state, spec), unit_ref) ** 0.5

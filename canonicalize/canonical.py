@@ -118,7 +118,15 @@ def canonical_form(
     Between two layers with no activation only the permutation and scale part of the full
     linear symmetry is removed. BatchNorm is exact in eval mode (running statistics); in train
     mode the maps are exact up to ``eps``. Units whose incoming vector is exactly zero keep
-    their scale (their outgoing weights are not canonical).
+    their scale (their outgoing weights are not canonical). A model whose output goes through
+    a softmax or log-softmax (or tanh, or any map that is not positively homogeneous) has no
+    global output factor: ``output="normalize"`` is refused and ``"preserve"`` is the only
+    mode. Continuous symmetries outside permutations, scales, signs and the translation of a
+    bias before a BatchNorm are not removed (the general linear group between two linear
+    layers, bias exchanges between the summands of a residual addition, the logit shift under
+    a softmax); where the graph holds a unit fixed that a wider group would move (a grouped
+    convolution's input channels, the second factor of a product of two scaled tensors), the
+    spec's ``notes`` say so.
 
     Parameters
     ----------

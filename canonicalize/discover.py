@@ -123,6 +123,11 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
     >>> [g.size for g in spec.groups], [(s.magnitude, s.sign) for s in spec.scales][:1]
     ([4], [(True, False)])
     """
+    return discover(model, example_input)[0]
+
+
+def discover(model: nn.Module, example_input: torch.Tensor) -> tuple[SymmetrySpec, fx.GraphModule]:
+    """:func:`symmetries` and the traced graph it was read from."""
     from .resolve import resolve
 
     check_model(model)
@@ -136,7 +141,19 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
             Walk(gm).run()
     example_input = check_input(model, example_input)
     gm = trace(model, example_input)
-    return resolve(Walk(gm).run())
+    return resolve(Walk(gm).run()), gm
+
+
+def graph_signature(gm: fx.GraphModule) -> tuple:
+    """What the symmetry group depends on: every node's operation, target and arguments, and
+    the configuration of every layer called (two graphs with one signature have one group)."""
+    rows = []
+    for node in gm.graph.nodes:
+        target = node.target
+        if node.op == "call_module":
+            target = repr(gm.get_submodule(str(target)))
+        rows.append((node.op, str(target), str(node.args), str(node.kwargs)))
+    return tuple(rows)
 
 
 def where(node: fx.Node) -> str:

@@ -51,10 +51,16 @@ def resolve(walk: Walk) -> SymmetrySpec:
     no_mag = {fs(a) for a in walk.no_magnitude}
     no_sign = {fs(a) for a in walk.no_sign}
 
+    flag_cache: dict[int, tuple[bool, bool]] = {}
+
     def flags(scale_root: int) -> tuple[bool, bool]:
-        if scale_root == global_root:
-            return False, False
-        return scale_root not in no_mag, scale_root not in no_sign
+        if scale_root not in flag_cache:
+            flag_cache[scale_root] = (
+                (False, False)
+                if scale_root == global_root
+                else (scale_root not in no_mag, scale_root not in no_sign)
+            )
+        return flag_cache[scale_root]
 
     perm_origins: dict[int, list[str]] = defaultdict(list)
     for atom in range(1, len(perms.parent)):
@@ -62,6 +68,13 @@ def resolve(walk: Walk) -> SymmetrySpec:
     scale_origins: dict[int, list[str]] = defaultdict(list)
     for atom in range(1, len(scales.parent)):
         scale_origins[fs(atom)].append(scales.origin[atom])
+
+    scale_keys: dict[int, tuple[str, ...]] = {}
+
+    def scale_key(root: int) -> tuple[str, ...]:
+        if root not in scale_keys:
+            scale_keys[root] = tuple(sorted(scale_origins[root]))
+        return scale_keys[root]
 
     # --- units: classes of perm atoms that hold rows of some layer --------------------------
     attached: dict[int, list[tuple]] = defaultdict(list)
@@ -72,9 +85,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
                 continue
             root = fp(p)
             sroot = fs(s)
-            attached[root].append(
-                (layer["name"], tuple(sorted(scale_origins[sroot])), flags(sroot))
-            )
+            attached[root].append((layer["name"], scale_key(sroot), flags(sroot)))
             anchor.setdefault(root, (layer["order"], pos))
     by_key: dict[tuple, list[int]] = defaultdict(list)
     for root in attached:
@@ -220,6 +231,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
         "scale class",
     )
 
+    nodes = _nodes(walk, locate, unit_in_class, fs, group_sizes)
     groups = []
     for g, size in enumerate(group_sizes):
         refs = []
@@ -237,7 +249,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
                 size,
                 tuple(refs),
                 members,
-                _nodes(walk, g, locate, unit_in_class, class_of_roots, fs, size),
+                tuple(nodes.get(g, ())),
             )
         )
 
@@ -299,33 +311,35 @@ def _full(positions: list[int], length: int, block: int) -> tuple[int, ...] | No
     return _index(positions) if length == len(positions) * block else tuple(positions)
 
 
-def _nodes(walk, g, locate, unit_in_class, class_of_roots, fs, size):
-    """Graph nodes whose channels hold every unit of group ``g`` once (activation matching)."""
-    nodes = []
+def _nodes(walk, locate, unit_in_class, fs, sizes):
+    """Per group, the graph nodes whose channels hold each of its units once (for matching on
+    activations), with the scale class the node carries and each unit's channel."""
+    found: dict[int, list] = defaultdict(list)
     for node, value in walk.values.items():
         if value is None or node.op in ("placeholder", "output") or value.block != 1:
             continue
         if len(value.shape) < 2:
             continue
-        slot: dict[int, int] = {}
-        carried = None
-        ok = True
+        slots: dict[int, dict[int, int]] = defaultdict(dict)
+        carried: dict[int, int] = {}
+        spoiled: set[int] = set()
         for pos, chan in enumerate(value.chans):
             where = locate(chan.perm)
-            if where is None or where[0] != g:
+            if where is None:
                 continue
-            if where[1] in slot:
-                ok = False
-                break
-            slot[where[1]] = pos
-            for atom, _ in chan.terms:
-                hit = unit_in_class.get(fs(atom))
-                if hit is not None:
-                    carried = hit[0]
-        if ok and sorted(slot) == list(range(size)):
-            positions = [slot[u] for u in range(size)]
-            index = positions if len(value.chans) != size else positions
-            nodes.append(
-                (node.name, carried, _index(index) if len(value.chans) == size else tuple(index))
-            )
-    return tuple(nodes)
+            g, u = where
+            if u in slots[g]:
+                spoiled.add(g)
+            slots[g][u] = pos
+            if g not in carried:
+                for atom, _ in chan.terms:
+                    hit = unit_in_class.get(fs(atom))
+                    if hit is not None:
+                        carried[g] = hit[0]
+                        break
+        for g, slot in slots.items():
+            if g in spoiled or len(slot) != sizes[g]:
+                continue
+            positions = [slot[u] for u in range(sizes[g])]
+            found[g].append((node.name, carried.get(g), _full(positions, len(value.chans), 1)))
+    return found

@@ -126,7 +126,8 @@ def match(
     spec, graph = discover(model, example_input)
     x = check_input(model, example_input)
     # one traced graph means one group; otherwise compare the groups themselves
-    if graph_signature(graph) != graph_signature(trace(reference, x)):
+    ref_graph = trace(reference, x)
+    if graph_signature(graph) != graph_signature(ref_graph):
         _check_same_symmetries(spec, symmetries(reference, example_input))
     state, ref = to_float64(model), to_float64(reference)
     unit_ref = normalized(ref, spec)
@@ -141,7 +142,7 @@ def match(
         if isinstance(inputs, (tuple, list)):
             inputs = inputs[0]
         inputs = check_input(model, inputs)
-        _match_activations(model, reference, inputs, state, ref, spec, batch_size, element)
+        _match_activations(graph, ref_graph, inputs, state, ref, spec, batch_size, element)
     new = rebuild(model, state)
     check_outputs(model, new, x, what=f"align(method={method!r})")
     return Alignment(
@@ -481,8 +482,8 @@ def _units_last(t: Tensor) -> Tensor:
 
 
 def _match_activations(
-    model: nn.Module,
-    reference: nn.Module,
+    gm: fx.GraphModule,
+    gm_ref: fx.GraphModule,
     data: Tensor,
     state: State,
     ref: State,
@@ -490,7 +491,6 @@ def _match_activations(
     batch_size: int,
     element: Element,
 ) -> None:
-    gm, gm_ref = trace(model, data[:1]), trace(reference, data[:1])
     names = {name for g in spec.groups for name, _, _ in g.nodes}
     sums: dict[str, list[Tensor]] = {}
     count: dict[str, int] = {}

@@ -17,7 +17,7 @@ from torch import nn
 
 import canonicalize as C
 from canonicalize.verify import eval_outputs, relative_difference
-from tests.canonicalize.test_properties import assert_same_state
+from tests.canonicalize.test_properties import assert_same_normalized, assert_same_state
 from tests.strategies import group_seeds, randomize_batchnorm
 
 
@@ -184,8 +184,8 @@ def test_group_element_keeps_function_and_canonical_form(name, model_seed, seed)
 def test_alignment_recovers_a_transformed_copy(method, name, model_seed, seed):
     model, x = build(name, model_seed)
     moved = C.random_transform(model, x, seed=seed)
-    aligned = C.align(moved, model, x, method=method)
-    assert_same_state(C.normalize(aligned, x), C.normalize(model, x))
+    result = C.match(moved, model, x, method=method)
+    assert_same_normalized(result.model, model, result.spec)
 
 
 def spec_of(name: str) -> C.SymmetrySpec:

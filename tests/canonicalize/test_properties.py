@@ -4,6 +4,8 @@ import torch
 from hypothesis import given
 
 import canonicalize as C
+from canonicalize.align import normalized
+from canonicalize.transform import to_float64
 from canonicalize.verify import eval_outputs, relative_difference
 from tests.strategies import group_seeds, models
 
@@ -17,6 +19,18 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module, tol: float = 1e-7)
             assert (sa[key] - sb[key]).abs().max() <= tol * scale, key
         else:
             assert torch.equal(sa[key], sb[key]), key
+
+
+def assert_same_normalized(
+    a: torch.nn.Module, b: torch.nn.Module, spec: C.SymmetrySpec, tol: float = 1e-7
+) -> None:
+    """Equal in normalized coordinates (every free scale removed, biases before BatchNorm
+    folded), computed in float64 from one spec: what ``normalize`` compares, without tracing."""
+    sa, sb = normalized(to_float64(a), spec), normalized(to_float64(b), spec)
+    for key in sa:
+        if sa[key].is_floating_point():
+            scale = max(1.0, float(sa[key].abs().max()))
+            assert (sa[key] - sb[key]).abs().max() <= tol * scale, key
 
 
 @given(models(), group_seeds)

@@ -41,16 +41,6 @@ REQUIRED = (
 KEEP_TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and two OpenMP threads on a busy two-core machine
-    spin-wait: measured 10x slower than one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.cache
 def built(name: str, seed: int) -> tuple[nn.Module, Tensor, Tensor, dict[str, Tensor]]:
     """Model, input, outputs and state of ``entry(name)`` at ``seed``, built once per session.

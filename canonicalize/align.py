@@ -386,11 +386,27 @@ def _match_cosine(
         plain = torch.zeros(group.size, group.size, dtype=torch.float64)
         signed: dict[int, Tensor] = {}
         by_class: dict[int | None, list[int]] = {}
-        # A BatchNorm whose gamma flips with the sign of the layer before it is no clean
-        # evidence for the permutation: match on the layer, settle the BatchNorm's sign after.
+        # A BatchNorm whose gamma flips with the sign of the layer before it identifies a unit
+        # by sign(gamma) * w, not by w up to sign: its gamma joins the evidence of that layer's
+        # sign class (so the sign comes from the joint assignment), its beta the plain evidence.
+        # Matching on |cosine| of the layer alone pairs units with their mirror images
+        # (benchmarks/README.md, BatchNorm CNNs).
         flipped = _flipped_batchnorms(spec, g)
+        polar: set[int] = set()
         for i in usable:
             if spec.sites[i].name in flipped:
+                own = spec.sites[i].scale
+                if own is not None and spec.scale_class(own).sign:
+                    continue  # (gamma, beta) has a sign of its own (tanh after it): no polarity
+                k = flipped[spec.sites[i].name]
+                rows_ref = site_rows(unit_ref, spec, (i,))
+                rows_state = site_rows(unit_state, spec, (i,))
+                norms = torch.outer(rows_ref.norm(dim=1), rows_state.norm(dim=1)).clamp_min(1e-300)
+                gamma = torch.outer(rows_ref[:, 0], rows_state[:, 0]) / norms
+                beta = torch.outer(rows_ref[:, 1], rows_state[:, 1]) / norms
+                signed[k] = signed.get(k, torch.zeros_like(plain)) + gamma.cpu()
+                plain += beta.cpu()
+                polar.add(k)
                 continue
             k = spec.sites[i].scale
             sign_free = k is not None and spec.scale_class(k).sign
@@ -401,7 +417,7 @@ def _match_cosine(
             if k is None:
                 plain += cosine
             else:
-                signed[k] = cosine
+                signed[k] = signed.get(k, torch.zeros_like(plain)) + cosine
         if activation_costs is not None:
             corr_plain, corr_signed = activation_costs[g]
             plain = corr_plain + _TIE_BREAK * plain
@@ -431,9 +447,10 @@ def _match_cosine(
             for k in [k for k in undecided if k in scaled]:
                 settle_sign(k, scaled[k], undecided.pop(k))
             continue
-        perm, _ = _assign(plain, signed)
-        _apply([state, unit_state], spec, g, perm, {}, element)
+        perm, signs = _assign(plain, signed)
+        _apply([state, unit_state], spec, g, perm, {k: signs[k] for k in polar}, element)
         processed.add(g)
+        pending = [p for p in pending if p[0] not in polar]
         # Signs class by class, in graph order: a BatchNorm's gamma flips with the sign of the
         # layer before it, so each class is judged after the previous one is settled.
         for k, class_sites in [p for p in pending if spec.scale_class(p[0]).group == g]:
@@ -441,13 +458,14 @@ def _match_cosine(
         pending = [p for p in pending if spec.scale_class(p[0]).group != g]
 
 
-def _flipped_batchnorms(spec: SymmetrySpec, group: int) -> set[str]:
+def _flipped_batchnorms(spec: SymmetrySpec, group: int) -> dict[str, int]:
+    """Affine BatchNorms of a group whose gamma flips with a sign class: name -> class."""
     return {
-        absorb.batchnorm
+        absorb.batchnorm: cls.index
         for cls in spec.scales
         if cls.group == group and cls.sign
         for absorb in cls.absorbs
-        if spec.batchnorms[absorb.batchnorm].affine
+        if spec.batchnorms[absorb.batchnorm].affine and absorb.kind == "full"
     }
 
 

@@ -300,8 +300,7 @@ def main(
             f"{base / t:.2f} |"
         )
     print(
-        "\nStandard error at larger budgets (mean of the reported standard errors of three "
-        "runs):\n"
+        "\nStandard error at larger budgets (mean of the reported standard errors of three runs):\n"
     )
     print("| HVPs | Krylov | Hutch++ | Hutchinson | Hutchinson / Krylov | Hutch++ / Krylov |")
     print("|---|---|---|---|---|---|")

@@ -61,7 +61,12 @@ def match(
         ``"cosine"``: the toroids paper's procedure: both networks normalized (positive scales
         removed), then layer by layer from the input a Hungarian assignment maximizing the
         summed cosine similarity of the units' incoming vectors; units with a sign symmetry
-        are matched on the absolute cosine and flipped where it is negative.
+        are matched on the absolute cosine and flipped where it is negative. Behind a
+        BatchNorm a unit is identified by ``sign(gamma) * w``, not by ``w`` up to sign: the
+        BatchNorm's (gamma, beta) join the evidence, gamma signed with the layer before it, so
+        units are never paired with their mirror images. Running statistics and outgoing
+        columns are not used: on BatchNorm networks cosine is the weakest of the three methods
+        (benchmarks/README.md measures it; use ``"weights"`` or ``"activations"`` there).
         ``"weights"``: weight matching (git re-basin) in normalized coordinates: both
         networks are first brought to :func:`normalize`'s coordinates (every free scale
         removed, biases before a BatchNorm folded into its running mean), which are invariant

@@ -663,8 +663,8 @@ class Walk:
                 )
             elif list(positions) != list(range(len(chans))):
                 raise SymmetryError(f"{describe(node)} reorders channels; not supported")
-        keeps_shift = spatial_only
-        return Value(chans, value.block, shape, self.shift_of(node.args[0]) if keeps_shift else ())
+        shift = self.shift_of(node.args[0]) if spatial_only else ()
+        return Value(chans, value.block, shape, shift)
 
     def pad(self, node: fx.Node, shape) -> Value:
         value = self.value(node.args[0], node)
@@ -705,7 +705,9 @@ class Walk:
         chans = tuple(Chan(c.perm, frozenset()) for c in value.chans)
         return Value(chans, value.block, shape)
 
-    def reduce(self, node: fx.Node, value: Value, dims, keepdim: bool, kind: str, shape) -> Value:
+    def reduce(self, node: fx.Node, value: Value, dims, kind: str, shape) -> Value:
+        """A mean, sum or max over axes; the output's shape (kept or dropped axes) comes from
+        ShapeProp, so ``keepdim`` needs no handling here."""
         ndim = len(value.shape)
         if dims is None:
             dims = tuple(range(ndim))
@@ -760,8 +762,7 @@ class Walk:
         if target in (torch.mean, torch.sum, torch.amax):
             value = self.value(node.args[0], node)
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-            return self.reduce(node, value, dims, keep, target.__name__, shape)
+            return self.reduce(node, value, dims, target.__name__, shape)
         if target is F.hardtanh:
             lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
             hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
@@ -828,8 +829,7 @@ class Walk:
             return self.softmax(node, value, dim, shape)
         if method in ("mean", "sum", "amax"):
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-            return self.reduce(node, value, dims, keep, method, shape)
+            return self.reduce(node, value, dims, method, shape)
         return self.apply_kind(node, ops.method_kind(method), shape, ops.SHIFT_METHODS, method)
 
 

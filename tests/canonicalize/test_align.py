@@ -66,7 +66,7 @@ def test_weight_matching_never_increases_distance(case, other):
             p.add_(0.5 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
     aligned = C.align(second, case.model, case.x, method="weights")
     before = normalized_distance(second, case.model, case.x)
-    assert normalized_distance(aligned, case.model, case.x) <= before * (1 + 1e-9) + 1e-12
+    assert normalized_distance(aligned, case.model, case.x) <= before * (1 + 1e-12)
     outputs = eval_outputs(second, case.x)
     assert relative_difference(outputs, eval_outputs(aligned, case.x)) < 1e-9
 

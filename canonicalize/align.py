@@ -20,6 +20,7 @@ from .transform import (
     available,
     permute_group,
     rebuild,
+    rows_of,
     scale_units,
     schedule,
     site_rows,
@@ -323,8 +324,12 @@ def _coordinate_descent(
             plain = torch.zeros(n, n, dtype=torch.float64)
             signed: dict[int, Tensor] = {}
             for axis in group.axes:
-                a = unit_matrix(unit_ref[axis.tensor], axis.dim, axis.block, axis.index)
-                b = unit_matrix(unit_state[axis.tensor], axis.dim, axis.block, axis.index)
+                a, b = (
+                    unit_matrix(
+                        rows_of(s[axis.tensor], axis.row_slice), axis.dim, axis.block, axis.index
+                    )
+                    for s in (unit_ref, unit_state)
+                )
                 product = (a @ b.T).cpu()
                 classes = flips[group.index].get((axis.tensor, axis.dim), set())
                 if not classes:

@@ -185,8 +185,10 @@ class Walk:
         self.no_sign: set[int] = set()
         # raw records, one entry per channel: resolve turns them into groups and classes
         self.layers: list[dict] = []
-        self.axes: list[tuple[int, str, int, int, int]] = []  # atom, tensor, dim, block, pos
-        self.columns: list[tuple[int, str, int, int, int, str]] = []  # + kind
+        # atom, tensor, dim, block, pos, row slice (None: all rows)
+        self.axes: list[tuple[int, str, int, int, int, tuple[int, int] | None]] = []
+        # scale atom, tensor, dim, block, pos, row slice, kind
+        self.columns: list[tuple[int, str, int, int, int, tuple[int, int] | None, str]] = []
         self.absorbs: list[tuple[int, str, int, str]] = []  # scale atom, bn, pos, kind
         self.batchnorms: dict[str, BatchNormInfo] = {}
         self.bias_folds: list[BiasFold] = []
@@ -340,7 +342,7 @@ class Walk:
             raise SymmetryError(f"{describe(node)}: PReLU has {module.num_parameters} slopes")
         for pos, chan in enumerate(value.chans):
             if chan.perm is not None:
-                self.axes.append((chan.perm, f"{name}.weight", 0, 1, pos))
+                self.axes.append((chan.perm, f"{name}.weight", 0, 1, pos, None))
 
     def once(self, name: str, module: nn.Module) -> None:
         if name in self.called:
@@ -350,14 +352,20 @@ class Walk:
             )
         self.called.add(name)
 
-    def read_columns(self, value: Value, tensor: str, dim: int = 1, block: int | None = None):
-        """Record that ``tensor``'s axis ``dim`` holds the channels of ``value``."""
-        block = value.block if block is None else block
-        for pos, chan in enumerate(value.chans):
+    def read_columns(
+        self,
+        chans: tuple[Chan, ...],
+        tensor: str,
+        dim: int = 1,
+        block: int = 1,
+        row_slice: tuple[int, int] | None = None,
+    ) -> None:
+        """Record that ``tensor``'s axis ``dim`` (in ``row_slice``) holds ``chans``."""
+        for pos, chan in enumerate(chans):
             if chan.perm is not None:
-                self.axes.append((chan.perm, tensor, dim, block, pos))
+                self.axes.append((chan.perm, tensor, dim, block, pos, row_slice))
             for atom, kind in chan.terms:
-                self.columns.append((atom, tensor, dim, block, pos, kind))
+                self.columns.append((atom, tensor, dim, block, pos, row_slice, kind))
 
     def new_units(self, name: str, count: int, perm: list[int | None] | None = None):
         """Fresh scale atoms (and perm atoms unless given) for ``count`` rows of a layer."""
@@ -371,7 +379,7 @@ class Walk:
         for pos, atom in enumerate(perm):
             if atom is not None:
                 for row in rows:
-                    self.axes.append((atom, row, 0, 1, pos))
+                    self.axes.append((atom, row, 0, 1, pos, None))
         input_atoms = [] if inputs is None else [c.perm for c in inputs.chans if c.perm is not None]
         self.layers.append(
             dict(
@@ -403,7 +411,7 @@ class Walk:
         shift = (f"{name}.bias",) if module.bias is not None and len(node.users) == 1 else ()
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
         if groups == 1:
-            self.read_columns(value, weight)
+            self.read_columns(value.chans, weight, block=value.block)
             perm, scale = self.new_units(name, n_out)
             self.add_layer(name, kind, rows, perm, scale, value)
         elif module.in_channels == groups and n_out == groups:
@@ -412,28 +420,39 @@ class Walk:
             perm = [c.perm for c in value.chans]
             for pos, chan in enumerate(value.chans):
                 for atom, k in chan.terms:
-                    self.columns.append((atom, weight, 0, 1, pos, k))
+                    self.columns.append((atom, weight, 0, 1, pos, None, k))
             perm, scale = self.new_units(name, n_out, perm)
             self.add_layer(name, "depthwise", rows, perm, scale, None)
         else:
-            # general grouped convolution: output block g reads input block g only. Units of a
-            # block permute among themselves; permutations and scales of the input channels
-            # are held fixed (exact, but narrower than the full group; see notes)
-            self.pin(value.chans)
-            self.terminal(value.chans)
+            # grouped convolution: output block g (rows g*b ... g*b+b-1) reads input block g
+            # (channels g*a ... g*a+a-1) through weight[:, 0:a]. Inside a block, input channels
+            # permute and scale as the columns of those rows only; each block's inputs become
+            # a group of their own, each block's outputs too. Whole blocks permuting together
+            # (inputs and outputs jointly) are not used: see notes.
+            a, b = module.in_channels // groups, n_out // groups
             self.note(
                 node,
-                f"groups={groups} with {module.in_channels // groups} input and "
-                f"{n_out // groups} output channels per group: the input channels' "
-                "permutations and scales are held fixed, output units permute within their group",
+                f"groups={groups}: channels permute and scale within each of the {groups} "
+                f"blocks ({a} input and {b} output channels each); permutations of whole "
+                "blocks are not used",
             )
-            per = n_out // groups
             perm = []
             for g in range(groups):
-                first = self.perms.new(per, f"{name}/group{g}")
-                perm.extend(first + i for i in range(per))
+                block = value.chans[g * a : (g + 1) * a]
+                marker = self.perms.new(a, f"{name}/in{g}")
+                block = tuple(
+                    Chan(
+                        self.perms.union(c.perm, marker + i) if c.perm is not None else None,
+                        c.terms,
+                        c.zero,
+                    )
+                    for i, c in enumerate(block)
+                )
+                self.read_columns(block, weight, row_slice=(g * b, (g + 1) * b))
+                first = self.perms.new(b, f"{name}/group{g}")
+                perm.extend(first + i for i in range(b))
             perm, scale = self.new_units(name, n_out, perm)
-            self.add_layer(name, kind, rows, perm, scale, None)
+            self.add_layer(name, kind, rows, perm, scale, value)
         chans = tuple(Chan(p, frozenset({(s, "full")})) for p, s in zip(perm, scale, strict=True))
         return Value(chans, 1, shape, shift)
 
@@ -457,7 +476,7 @@ class Walk:
             for buffer in ("running_mean", "running_var"):
                 for pos, chan in enumerate(value.chans):
                     if chan.perm is not None:
-                        self.axes.append((chan.perm, f"{name}.{buffer}", 0, 1, pos))
+                        self.axes.append((chan.perm, f"{name}.{buffer}", 0, 1, pos, None))
         if not module.affine:
             chans = tuple(Chan(c.perm, frozenset()) for c in value.chans)
             return Value(chans, value.block, shape)

@@ -200,7 +200,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
 
     group_sizes = [len(units) for units in group_units]
     axes = collect(
-        [(atom, (tensor, dim, block), pos) for atom, tensor, dim, block, pos in walk.axes],
+        [(atom, (tensor, dim, block, rs), pos) for atom, tensor, dim, block, pos, rs in walk.axes],
         locate,
         group_sizes,
         "group",
@@ -219,7 +219,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
         return where if where is not None and where[0] in free else None
 
     columns = collect(
-        [(a, (t, d, b, kind), pos) for a, t, d, b, pos, kind in walk.columns],
+        [(a, (t, d, b, rs, kind), pos) for a, t, d, b, pos, rs, kind in walk.columns],
         locate_scale,
         class_sizes,
         "scale class",
@@ -235,13 +235,12 @@ def resolve(walk: Walk) -> SymmetrySpec:
     groups = []
     for g, size in enumerate(group_sizes):
         refs = []
-        for (owner, tensor, dim, block), positions in axes.items():
+        for (owner, tensor, dim, block, rs), positions in axes.items():
             if owner != g:
                 continue
             full = state_shapes[tensor][dim] == size * block
-            refs.append(
-                AxisRef(tensor, dim, block, _index(positions) if full else tuple(positions))
-            )
+            index = _index(positions) if full else tuple(positions)
+            refs.append(AxisRef(tensor, dim, block, index, rs))
         members = tuple(i for i, s in enumerate(sites) if s.group == g)
         groups.append(
             PermGroup(
@@ -258,8 +257,8 @@ def resolve(walk: Walk) -> SymmetrySpec:
         group = parts[members[0]]["group"]
         magnitude, sign = class_flags[k]
         cols = tuple(
-            Column(t, b, kind, _full(positions, state_shapes[t][d], b), d)
-            for (owner, t, d, b, kind), positions in columns.items()
+            Column(t, b, kind, _full(positions, state_shapes[t][d], b), d, rs)
+            for (owner, t, d, b, rs, kind), positions in columns.items()
             if owner == k
         )
         abs_ = tuple(

@@ -28,12 +28,15 @@ class AxisRef:
     ``block`` consecutive entries belong to one unit (``H * W`` columns of a Linear layer that
     reads a flattened ``(C, H, W)`` feature map); ``index`` gives the position (in blocks) of
     each unit of the group along ``dim``, ``None`` for ``0, 1, ..., size - 1``.
+    ``row_slice`` ``(start, stop)`` limits the axis to those rows (dim 0) of the tensor: the
+    input channels of one block of a grouped convolution, which only that block's rows read.
     """
 
     tensor: str
     dim: int
     block: int = 1
     index: tuple[int, ...] | None = None
+    row_slice: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ class Column:
     ``kind`` says which part of the factor reaches the consumer: ``"full"`` (the factor itself)
     or ``"sign"`` (its sign only, when a sign activation absorbed the magnitude on the way).
     ``dim`` is the axis of the consumer's input channels (1; 0 for a depthwise convolution,
-    whose rows each read one channel); ``index`` the position of each unit along it.
+    whose rows each read one channel); ``index`` the position of each unit along it;
+    ``row_slice`` the rows that read these units (see :class:`AxisRef`), ``None`` for all.
     """
 
     tensor: str
@@ -102,6 +106,7 @@ class Column:
     kind: FactorKind
     index: tuple[int, ...] | None = None
     dim: int = 1
+    row_slice: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -77,16 +77,29 @@ def permute_group(state: State, spec: SymmetrySpec, group: int, perm: Tensor) ->
     """Reorder the units of a group in place: new unit ``i`` is old unit ``perm[i]``."""
     perm = perm.to(torch.long)
     for axis in spec.groups[group].axes:
-        tensor = state[axis.tensor]
+        tensor = rows_of(state[axis.tensor], axis.row_slice)
         source = unit_index(perm.to(tensor.device), axis.block, axis.index)
         if axis.index is None:
-            state[axis.tensor] = tensor.index_select(axis.dim, source)
-            continue
-        identity = torch.arange(len(perm), device=tensor.device)
-        target = unit_index(identity, axis.block, axis.index)
-        state[axis.tensor] = tensor.index_copy(
-            axis.dim, target, tensor.index_select(axis.dim, source)
-        )
+            moved = tensor.index_select(axis.dim, source)
+        else:
+            identity = torch.arange(len(perm), device=tensor.device)
+            target = unit_index(identity, axis.block, axis.index)
+            moved = tensor.index_copy(axis.dim, target, tensor.index_select(axis.dim, source))
+        state[axis.tensor] = with_rows(state[axis.tensor], axis.row_slice, moved)
+
+
+def rows_of(tensor: Tensor, row_slice: tuple[int, int] | None) -> Tensor:
+    """The rows ``start:stop`` of ``tensor`` (all of it for ``None``)."""
+    return tensor if row_slice is None else tensor[row_slice[0] : row_slice[1]]
+
+
+def with_rows(tensor: Tensor, row_slice: tuple[int, int] | None, rows: Tensor) -> Tensor:
+    """``tensor`` with its rows ``start:stop`` replaced by ``rows`` (a new tensor)."""
+    if row_slice is None:
+        return rows
+    out = tensor.clone()
+    out[row_slice[0] : row_slice[1]] = rows
+    return out
 
 
 def _along(
@@ -128,8 +141,9 @@ def scale_units(state: State, spec: SymmetrySpec, scale: int, factor: Tensor) ->
             state[row] = state[row] * _along(factor, state[row], 0, 1, site.index)
     for column in cls.columns:
         part = factor if column.kind == "full" else signs
-        tensor = state[column.tensor]
-        state[column.tensor] = tensor / _along(part, tensor, column.dim, column.block, column.index)
+        tensor = rows_of(state[column.tensor], column.row_slice)
+        divided = tensor / _along(part, tensor, column.dim, column.block, column.index)
+        state[column.tensor] = with_rows(state[column.tensor], column.row_slice, divided)
     for absorb in cls.absorbs:
         part = factor if absorb.kind == "full" else signs
         bn = spec.batchnorms[absorb.batchnorm]

@@ -271,4 +271,3 @@ def hessian_spectrum(
     """
     op = _operator(model, data, loss, batch_size, params, split)
     return spectral_density(op, **opts)
-

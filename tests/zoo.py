@@ -27,10 +27,11 @@ symmetries used are
 * sign flips of odd activations (hardtanh, softsign), and non-zero scales of units no
   nonlinearity touches (a linear bottleneck, the residual stream of a pre-activation network).
 
-``ZOO`` holds the fourteen entries; ``EXTRAS`` holds further true symmetries of some entries that
+``ZOO`` holds the fifteen entries; ``EXTRAS`` holds further true symmetries of some entries that
 lie outside the permutation/scale/BatchNorm families above (bias exchanges between the two
 summands of a residual addition, a bias shift absorbed by a 1x1 convolution, the logit shift of
-``log_softmax``, the full linear group of an eval-mode linear bottleneck).
+``log_softmax``, the full linear group of an eval-mode linear bottleneck, the permutations of
+whole blocks of a grouped convolution).
 """
 
 from __future__ import annotations
@@ -450,6 +451,94 @@ class MobileNetV2(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layers(out)
         out = F.relu(self.bn2(self.conv2(out)))
+        out = F.avg_pool2d(out, 4)
+        out = out.view(out.size(0), -1)
+        out = self.linear(out)
+        return out
+
+
+class ResNeXtBlock(nn.Module):
+    """Grouped-convolution bottleneck in the style of kuangliu/pytorch-cifar ``models/resnext.py``.
+
+    1x1 conv -> BN -> ReLU -> 3x3 conv with ``groups=cardinality`` -> BN -> ReLU -> 1x1 conv ->
+    BN, plus a 1x1 conv + BN shortcut when the shape changes, summed in place and ReLU'd.
+
+    Parameters
+    ----------
+    in_planes : int
+        Input channels.
+    cardinality : int
+        Number of groups of the 3x3 convolution.
+    bottleneck_width : int
+        Channels per group (the grouped conv has ``cardinality * bottleneck_width`` channels).
+    stride : int
+        Stride of the grouped convolution.
+    """
+
+    expansion = 2
+
+    def __init__(
+        self, in_planes: int, cardinality: int, bottleneck_width: int, stride: int = 1
+    ) -> None:
+        super().__init__()
+        group_width = cardinality * bottleneck_width
+        self.conv1 = nn.Conv2d(in_planes, group_width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(group_width)
+        self.conv2 = nn.Conv2d(
+            group_width,
+            group_width,
+            kernel_size=3,
+            stride=stride,
+            padding=1,
+            groups=cardinality,
+            bias=False,
+        )
+        self.bn2 = nn.BatchNorm2d(group_width)
+        self.conv3 = nn.Conv2d(group_width, self.expansion * group_width, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(self.expansion * group_width)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * group_width:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(
+                    in_planes,
+                    self.expansion * group_width,
+                    kernel_size=1,
+                    stride=stride,
+                    bias=False,
+                ),
+                nn.BatchNorm2d(self.expansion * group_width),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += self.shortcut(x)
+        out = F.relu(out)
+        return out
+
+
+class ResNeXt(nn.Module):
+    """Two-stage ResNeXt in the style of kuangliu/pytorch-cifar ``models/resnext.py``.
+
+    The bottleneck width doubles from stage to stage, as there; ``cardinality=2`` with widths
+    2 and 3 keeps it tiny while every block of the grouped convolutions has several channels.
+    """
+
+    def __init__(self, cardinality: int = 2, bottleneck_width: int = 2, num_classes: int = 5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.layer1 = nn.Sequential(ResNeXtBlock(4, cardinality, bottleneck_width, 1))
+        planes = ResNeXtBlock.expansion * cardinality * bottleneck_width
+        self.layer2 = nn.Sequential(ResNeXtBlock(planes, cardinality, bottleneck_width + 1, 2))
+        planes = ResNeXtBlock.expansion * cardinality * (bottleneck_width + 1)
+        self.linear = nn.Linear(planes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer1(out)
+        out = self.layer2(out)
         out = F.avg_pool2d(out, 4)
         out = out.view(out.size(0), -1)
         out = self.linear(out)
@@ -1057,6 +1146,32 @@ class _Moved:
             t = self.state[key]
             self.state[key] = t / _factor(t, 0, c, site)
 
+    def permute_grouped(self, p: Tensor, name: str, group: int, offset_in: int = 0) -> None:
+        """Permute the input channels of block ``group`` of the grouped convolution ``name``.
+
+        Output block ``g`` (rows ``g*b ... g*b+b-1``) reads input block ``g`` through the
+        weight's columns ``0 ... a-1``, so only those rows' columns move.
+        """
+        conv = self.model.get_submodule(name)
+        assert isinstance(conv, nn.Conv2d) and conv.groups > 1
+        b = conv.out_channels // conv.groups
+        key = name + ".weight"
+        t = self.state[key].clone()
+        rows = slice(group * b, (group + 1) * b)
+        t[rows] = t[rows].index_select(1, _index(t.shape[1], p, At(name, offset_in)))
+        self.state[key] = t
+
+    def scale_grouped(self, c: Tensor, name: str, group: int) -> None:
+        """Divide the columns of block ``group`` of the grouped convolution ``name`` by ``c``."""
+        conv = self.model.get_submodule(name)
+        assert isinstance(conv, nn.Conv2d) and conv.groups > 1
+        b = conv.out_channels // conv.groups
+        key = name + ".weight"
+        t = self.state[key].clone()
+        rows = slice(group * b, (group + 1) * b)
+        t[rows] = t[rows] / _factor(t[rows], 1, c, At(name))
+        self.state[key] = t
+
     def shift(
         self,
         t: Tensor,
@@ -1484,6 +1599,63 @@ def _extra_mobilenet_linear_group(model: nn.Module, gen: torch.Generator) -> nn.
     return e.result()
 
 
+def _move_resnext(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    """Within-block permutations and scales around each grouped conv; streams; stem."""
+    e = _Moved(model, gen)
+    blocks = [("layer1.0", model.layer1[0]), ("layer2.0", model.layer2[0])]
+    _bn_relu_unit(e, "conv1", "bn1", ["layer1.0.conv1", "layer1.0.shortcut.0"])
+    for k, (b, blk) in enumerate(blocks):
+        groups = blk.conv2.groups
+        a = blk.conv2.in_channels // groups
+        width = blk.conv2.out_channels // groups
+        for g in range(groups):
+            # block g of conv1's units: read only by rows g*width.. of the grouped conv2
+            at1 = At(f"{b}.conv1", offset=g * a)
+            bn1 = At(f"{b}.bn1", offset=g * a)
+            p = e.perm(a)
+            e.permute(p, rows=[at1], bns=[bn1])
+            e.permute_grouped(p, f"{b}.conv2", g)
+            e.scale(e.nonzero(a), rows=[at1], bns=[bn1])
+            c = e.positive(a)
+            e.scale(c, affine=[bn1])
+            e.scale_grouped(c, f"{b}.conv2", g)
+            # block g of the grouped conv's own outputs: permute within the block
+            at2, bn2 = At(f"{b}.conv2", offset=g * width), At(f"{b}.bn2", offset=g * width)
+            reader = At(f"{b}.conv3", offset=g * width)
+            e.permute(e.perm(width), rows=[at2], bns=[bn2], cols=[reader])
+            e.scale(e.nonzero(width), rows=[at2], bns=[bn2])
+            e.scale(e.positive(width), affine=[bn2], cols=[reader])
+        # the block's output stream: conv3/bn3 and the shortcut conv/BN, after the ReLU
+        n = blk.bn3.num_features
+        readers = (
+            [f"{blocks[k + 1][0]}.conv1", f"{blocks[k + 1][0]}.shortcut.0"]
+            if k + 1 < len(blocks)
+            else ["linear"]
+        )
+        convs, bns = [f"{b}.conv3", f"{b}.shortcut.0"], [f"{b}.bn3", f"{b}.shortcut.1"]
+        e.permute(e.perm(n), rows=convs, bns=bns, cols=readers)
+        for conv, bn in zip(convs, bns, strict=True):
+            e.scale(e.nonzero(n), rows=[conv], bns=[bn])
+        e.scale(e.positive(n), affine=bns, cols=readers)
+    return e.result()
+
+
+def _extra_resnext_block_permutation(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    """Swap whole blocks of every grouped conv: its input and output blocks together."""
+    e = _Moved(model, gen)
+    for b in ("layer1.0", "layer2.0"):
+        blk = model.get_submodule(b)
+        groups = blk.conv2.groups
+        a = blk.conv2.in_channels // groups
+        width = blk.conv2.out_channels // groups
+        q = e.perm(groups)
+        p_in = (q[:, None] * a + torch.arange(a)).reshape(-1)
+        p_out = (q[:, None] * width + torch.arange(width)).reshape(-1)
+        e.permute(p_in, rows=[f"{b}.conv1"], bns=[f"{b}.bn1"])
+        e.permute(p_out, rows=[f"{b}.conv2"], bns=[f"{b}.bn2"], cols=[f"{b}.conv3"])
+    return e.result()
+
+
 def _extra_log_softmax_shift(model: nn.Module, gen: torch.Generator) -> nn.Module:
     e = _Moved(model, gen)
     u = e.normal(model.fc2.in_features)
@@ -1676,6 +1848,15 @@ ZOO: tuple[ZooEntry, ...] = (
         "conv1, conv2 (fc1 columns in blocks of 4) and fc1 units: permutation and positive ReLU "
         "scale; the assert and the shape branch see only shapes",
     ),
+    ZooEntry(
+        "resnext_block",
+        _IMG,
+        lambda seed: _build(ResNeXt, seed),
+        _move_resnext,
+        "grouped conv2 (groups=2): inside each block, conv1/bn1 units permute and scale with "
+        "the columns of that block's rows of conv2 only, conv2/bn2 units with conv3's columns; "
+        "conv->BN a!=0, ReLU c>0; output streams (bn3 + shortcut BN) permuted and scaled",
+    ),
 )
 
 EXTRAS: tuple[ExtraElement, ...] = (
@@ -1705,6 +1886,13 @@ EXTRAS: tuple[ExtraElement, ...] = (
         "logit_shift",
         _extra_log_softmax_shift,
         "log_softmax(z + k*1) = log_softmax(z): fc2 rows + u (same u every row), bias + t",
+    ),
+    ExtraElement(
+        "resnext_block",
+        "block_permutation",
+        _extra_resnext_block_permutation,
+        "whole blocks of a grouped conv swap places: conv1/bn1 rows in blocks of a, conv2/bn2 "
+        "rows and conv3 columns in blocks of b, one permutation of the blocks for all of them",
     ),
 )
 

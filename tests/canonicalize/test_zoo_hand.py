@@ -37,6 +37,7 @@ REQUIRED = (
     "gelu_mlp",
     "silu_tanh_mlp",
     "asserting_cnn",
+    "resnext_block",
 )
 KEEP_TOL = 1e-10
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -14,7 +14,7 @@ from .alignment import Alignment, Element
 from .canonical import canonicalize_state
 from .discover import discover, graph_signature, symmetries, trace
 from .errors import SymmetryError
-from .spec import SymmetrySpec
+from .spec import PermGroup, SymmetrySpec
 from .transform import (
     State,
     available,
@@ -353,13 +353,16 @@ def _match_cosine(
     ref: State,
     spec: SymmetrySpec,
     element: Element,
-    activation_costs: dict[int, tuple[Tensor, dict[int, Tensor]]] | None = None,
+    activation_cost: Callable[[int, int], tuple[Tensor, dict[int, Tensor]]] | None = None,
 ) -> None:
     """Layer by layer from the input, match on the cosine of normalized incoming vectors.
 
-    With ``activation_costs`` (per group: plain and per-sign-class correlation matrices), match
-    on the correlations instead, the cosines only breaking ties between units the data cannot
-    tell apart (dead or constant units).
+    With ``activation_cost`` (reference group, model group -> plain and per-sign-class
+    correlation matrices), match on the correlations instead, the cosines only breaking ties
+    between units the data cannot tell apart (dead or constant units).
+
+    Whole blocks of a grouped convolution are paired before the units inside them (see
+    :func:`_pair_blocks`).
     """
     unit_state = {k: v.clone() for k, v in state.items()}
     unit_ref = {k: v.clone() for k, v in ref.items()}
@@ -370,6 +373,10 @@ def _match_cosine(
 
     undecided: dict[int, Tensor] = {}  # units whose sign the data could not tell
     scaled: dict[int, tuple[int, ...]] = {}
+    paired: set[int] = set()  # groups of blocks already matched
+    # the model's group whose units (activations) sit at each group's place: a block moved by
+    # a group of blocks brings its own groups' units
+    source = {group.index: group.index for group in spec.groups}
 
     def settle_sign(k: int, sites: tuple[int, ...], only: Tensor | None = None) -> None:
         agreement = (site_rows(unit_ref, spec, sites) * site_rows(unit_state, spec, sites)).sum(1)
@@ -385,13 +392,34 @@ def _match_cosine(
             scaled[g] = sites
             if g in undecided:
                 settle_sign(g, sites, undecided.pop(g))
-            if cls.sign and activation_costs is None:
+            if cls.sign and activation_cost is None:
                 if cls.group is None or cls.group in processed:
                     settle_sign(g, sites)
                 else:
                     pending.append((g, sites))
             continue
         group = spec.groups[g]
+        for blocks in spec.groups:
+            if (
+                blocks.blocks
+                and blocks.index not in paired
+                and (blocks.index == g or in_blocks(g, blocks))
+            ):
+                _pair_blocks(
+                    state,
+                    unit_state,
+                    unit_ref,
+                    spec,
+                    blocks.index,
+                    processed,
+                    element,
+                    activation_cost,
+                    source,
+                )
+                paired.add(blocks.index)
+        if group.blocks:
+            processed.add(g)
+            continue
         usable = [i for i in group.sites if available(spec.sites[i], processed)]
         plain = torch.zeros(group.size, group.size, dtype=torch.float64)
         signed: dict[int, Tensor] = {}
@@ -428,8 +456,8 @@ def _match_cosine(
                 plain += cosine
             else:
                 signed[k] = signed.get(k, torch.zeros_like(plain)) + cosine
-        if activation_costs is not None:
-            corr_plain, corr_signed = activation_costs[g]
+        if activation_cost is not None:
+            corr_plain, corr_signed = activation_cost(g, source[g])
             plain = corr_plain + _TIE_BREAK * plain
             signed = {
                 k: corr_signed.get(k, 0) + _TIE_BREAK * signed.get(k, torch.zeros_like(plain))
@@ -466,6 +494,84 @@ def _match_cosine(
         for k, class_sites in [p for p in pending if spec.scale_class(p[0]).group == g]:
             settle_sign(k, class_sites)
         pending = [p for p in pending if spec.scale_class(p[0]).group != g]
+
+
+def in_blocks(group: int, blocks: PermGroup) -> bool:
+    """Whether ``group`` is one of the groups the blocks of ``blocks`` hold."""
+    return any(group in block for block in blocks.blocks)
+
+
+def _pair_blocks(
+    state: State,
+    unit_state: State,
+    unit_ref: State,
+    spec: SymmetrySpec,
+    g: int,
+    processed: set[int],
+    element: Element,
+    activation_cost: Callable[[int, int], tuple[Tensor, dict[int, Tensor]]] | None,
+    source: dict[int, int],
+) -> None:
+    """Match whole blocks of a grouped convolution before the units inside them.
+
+    Blocks ``i`` (reference) and ``j`` (model) score the best within-block assignment of their
+    units, summed over the sides whose rows are usable (the input side: its rows read groups
+    already matched); the Hungarian assignment of blocks maximizes the total. With activations,
+    the within-block scores are correlations, the cosines breaking ties.
+    """
+    blocks = spec.groups[g].blocks
+    n = len(blocks)
+    score = torch.zeros(n, n, dtype=torch.float64)
+    for side in range(len(blocks[0])):
+        members = [block[side] for block in blocks]
+        cosine = _cross_cosine(unit_ref, unit_state, spec, members, processed)
+        if cosine is None and activation_cost is None:
+            continue
+        for i in range(n):
+            for j in range(n):
+                pair = cosine[i, j] if cosine is not None else 0.0
+                if activation_cost is not None:
+                    plain, signed = activation_cost(members[i], source[members[j]])
+                    pair = _TIE_BREAK * pair + plain + sum(m.abs() for m in signed.values())
+                rows, cols = linear_sum_assignment(pair.numpy(), maximize=True)
+                score[i, j] += float(pair[rows, cols].sum())
+    _, cols = linear_sum_assignment(score.numpy(), maximize=True)
+    perm = torch.as_tensor(cols, dtype=torch.long)
+    _apply([state, unit_state], spec, g, perm, {}, element)
+    moved = {
+        blocks[i][side]: source[blocks[int(perm[i])][side]]
+        for i in range(n)
+        for side in range(len(blocks[0]))
+    }
+    source.update(moved)
+
+
+def _cross_cosine(
+    unit_ref: State, unit_state: State, spec: SymmetrySpec, members: list[int], processed
+) -> Tensor | None:
+    """Cosines between the units of alike groups (one per block): ``[i, j]`` compares the
+    reference's group ``members[i]`` with the model's ``members[j]``, summed over their usable
+    sites; absolute where the site's sign is free; BatchNorms whose gamma flips with the layer
+    before them are left out (their polarity is unknown). ``None`` if no site is usable."""
+    total = None
+    first = spec.groups[members[0]]
+    flipped = _flipped_batchnorms(spec, members[0])
+    for s, site_index in enumerate(first.sites):
+        site = spec.sites[site_index]
+        if not available(site, processed) or site.name in flipped:
+            continue
+        column = [spec.groups[m].sites[s] for m in members]
+        ref = torch.stack([_unit_rows(site_rows(unit_ref, spec, (i,))) for i in column])
+        mine = torch.stack([_unit_rows(site_rows(unit_state, spec, (i,))) for i in column])
+        cosine = torch.einsum("iuf,jvf->ijuv", ref, mine).cpu()
+        k = site.scale
+        cosine = cosine.abs() if k is not None and spec.scale_class(k).sign else cosine
+        total = cosine if total is None else total + cosine
+    return total
+
+
+def _unit_rows(rows: Tensor) -> Tensor:
+    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
 
 def _flipped_batchnorms(spec: SymmetrySpec, group: int) -> dict[str, int]:
@@ -535,17 +641,22 @@ def _match_activations(
                 else:
                     sums[name] = parts
                 count[name] = count.get(name, 0) + a.shape[0]
-    costs: dict[int, tuple[Tensor, dict[int, Tensor]]] = {}
-    for group in spec.groups:
-        n = group.size
+
+    def cost(ref_group: int, model_group: int) -> tuple[Tensor, dict[int, Tensor]]:
+        """Correlations of the reference group's units with the model group's (alike groups:
+        one group, or the same side of two blocks of a grouped convolution)."""
+        mine, theirs = spec.groups[ref_group], spec.groups[model_group]
+        n = mine.size
         plain = torch.zeros(n, n, dtype=torch.float64)
         signed: dict[int, Tensor] = {}
-        for name, k, index in group.nodes:
+        for (name, k, index_a), (_, _, index_b) in zip(mine.nodes, theirs.nodes, strict=True):
             sa, sb, saa, sbb, sab = sums[name]
-            if index is not None:
-                at = torch.as_tensor(index, dtype=torch.long)
-                sa, sb, saa, sbb = sa[at], sb[at], saa[at], sbb[at]
-                sab = sab[at][:, at]
+            if index_a is not None:
+                at = torch.as_tensor(index_a, dtype=torch.long)
+                sa, saa, sab = sa[at], saa[at], sab[at]
+            if index_b is not None:
+                at = torch.as_tensor(index_b, dtype=torch.long)
+                sb, sbb, sab = sb[at], sbb[at], sab[:, at]
             m = count[name]
             cov = sab / m - torch.outer(sa / m, sb / m)
             std_a = (saa / m - (sa / m) ** 2).clamp_min(0).sqrt()
@@ -563,5 +674,6 @@ def _match_activations(
                 signed[k] = signed.get(k, torch.zeros(n, n, dtype=torch.float64)) + corr
             else:
                 plain += corr
-        costs[group.index] = (plain, signed)
-    _match_cosine(state, ref, spec, element, activation_costs=costs)
+        return plain, signed
+
+    _match_cosine(state, ref, spec, element, activation_cost=cost)

@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import SymmetryError
 from .spec import SymmetrySpec
+from .transform import permute_group, rebuild, scale_units, to_float64
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,9 @@ class Alignment:
         The aligned copy of the model: the same function, units moved to match the reference.
     permutations : dict[int, Tensor]
         For every permutation group of ``spec``: aligned unit ``i`` is the model's unit
-        ``permutations[g][i]``.
+        ``permutations[g][i]``. A group of whole blocks (a grouped convolution's) acts first:
+        aligned block ``i`` is the model's block ``permutations[g][i]``; the permutations of
+        the groups inside the blocks then act at the blocks' new places.
     signs : dict[int, Tensor]
         For every scale class with a free sign: the sign (+-1, float64) applied to aligned unit
         ``i`` of that class, after the permutation.
@@ -48,6 +52,36 @@ class Alignment:
     iterations: int
     converged: bool
     spec: SymmetrySpec = field(repr=False)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """This group element applied to another model of the same architecture.
+
+        Moves ``model``'s units as the alignment moved its own model (groups of whole blocks
+        first, then every other group, then the sign flips), so one alignment carries over to
+        every checkpoint of a training run. For the aligned model's own input it reproduces
+        ``self.model``. It keeps ``model``'s function only if ``model`` has the same symmetry
+        group (same graph); the caller vouches for that. Tensors the traced forward pass does
+        not use (a spare head) are left as they are.
+
+        Raises
+        ------
+        SymmetryError
+            If ``model``'s tensors differ in name or shape from this alignment's models.
+        """
+        state = to_float64(model)
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        differ = [(k, s) for k, s in self.spec.state_shapes if shapes.get(k) != tuple(s)]
+        if differ:
+            raise SymmetryError(
+                "apply needs a model of the aligned architecture; these tensors are missing "
+                f"or have another shape there: {differ[:4]}"
+            )
+        ordered = sorted(self.spec.groups, key=lambda g: not g.blocks)
+        for group in ordered:
+            permute_group(state, self.spec, group.index, self.permutations[group.index])
+        for k, signs in self.signs.items():
+            scale_units(state, self.spec, k, signs)
+        return rebuild(model, state)
 
     @property
     def moved_units(self) -> int:
@@ -97,6 +131,21 @@ class Element:
         for cls in self.spec.scales:
             if cls.group == group and cls.index in self.signs:
                 self.signs[cls.index] = self.signs[cls.index][perm]
+        blocks = self.spec.groups[group].blocks
+        if blocks:
+            # whole blocks moved: what each member group did inside its block moves with it
+            for side in range(len(blocks[0])):
+                members = [block[side] for block in blocks]
+                classes = [
+                    [c.index for c in self.spec.scales if c.group == m and c.index in self.signs]
+                    for m in members
+                ]
+                perms = [self.permutations[m] for m in members]
+                signs = [[self.signs[k] for k in ks] for ks in classes]
+                for i, m in enumerate(members):
+                    self.permutations[m] = perms[int(perm[i])]
+                    for k, s in zip(classes[i], signs[int(perm[i])], strict=True):
+                        self.signs[k] = s
 
     def flip(self, scale: int, signs: Tensor) -> None:
         self.signs[scale] = self.signs[scale] * signs.to(torch.float64).cpu()

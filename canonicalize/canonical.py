@@ -13,6 +13,7 @@ from .errors import SymmetryError
 from .spec import SymmetrySpec
 from .transform import (
     State,
+    block_rows,
     check_variances,
     fold_biases,
     permute_group,
@@ -54,7 +55,8 @@ def canonicalize_state(
     """
     fold_biases(state, spec)
     for step, index, sites in schedule(spec):
-        rows = site_rows(state, spec, sites)
+        blocks = step == "order" and bool(spec.groups[index].blocks)
+        rows = block_rows(state, spec, index) if blocks else site_rows(state, spec, sites)
         direction = key_direction(rows.shape[1], rows.device)
         if step == "order":
             if order:
@@ -124,9 +126,10 @@ def canonical_form(
     mode. Continuous symmetries outside permutations, scales, signs and the translation of a
     bias before a BatchNorm are not removed (the general linear group between two linear
     layers, bias exchanges between the summands of a residual addition, the logit shift under
-    a softmax); where the graph holds a unit fixed that a wider group would move (a grouped
-    convolution's input channels, the second factor of a product of two scaled tensors), the
-    spec's ``notes`` say so.
+    a softmax); where the graph holds a unit fixed that a wider group would move (the second
+    factor of a product of two scaled tensors, the blocks of a grouped convolution that are not
+    alike), the spec's ``notes`` say so. Whole blocks of a grouped convolution are sorted after
+    the units inside them, by their contents.
 
     Parameters
     ----------

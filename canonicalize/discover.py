@@ -195,6 +195,8 @@ class Walk:
         self.notes: list[str] = []
         self.output: Value | None = None
         self.called: set[str] = set()
+        # grouped convolutions: per block, the perm atoms of its input and output channels
+        self.grouped: list[dict] = []
 
     # --- constraints -------------------------------------------------------------------
     def terminal(self, chans: tuple[Chan, ...] | list[Chan]) -> None:
@@ -427,16 +429,11 @@ class Walk:
             # grouped convolution: output block g (rows g*b ... g*b+b-1) reads input block g
             # (channels g*a ... g*a+a-1) through weight[:, 0:a]. Inside a block, input channels
             # permute and scale as the columns of those rows only; each block's inputs become
-            # a group of their own, each block's outputs too. Whole blocks permuting together
-            # (inputs and outputs jointly) are not used: see notes.
+            # a group of their own, each block's outputs too. Whole blocks permute together
+            # (inputs and outputs jointly) when the blocks are alike: resolve checks that.
             a, b = module.in_channels // groups, n_out // groups
-            self.note(
-                node,
-                f"groups={groups}: channels permute and scale within each of the {groups} "
-                f"blocks ({a} input and {b} output channels each); permutations of whole "
-                "blocks are not used",
-            )
             perm = []
+            inputs: list[list[int | None]] = []
             for g in range(groups):
                 block = value.chans[g * a : (g + 1) * a]
                 marker = self.perms.new(a, f"{name}/in{g}")
@@ -449,8 +446,18 @@ class Walk:
                     for i, c in enumerate(block)
                 )
                 self.read_columns(block, weight, row_slice=(g * b, (g + 1) * b))
+                inputs.append([c.perm for c in block])
                 first = self.perms.new(b, f"{name}/group{g}")
                 perm.extend(first + i for i in range(b))
+            self.grouped.append(
+                dict(
+                    name=name,
+                    node=node,
+                    inputs=inputs,
+                    outputs=[perm[g * b : (g + 1) * b] for g in range(groups)],
+                    markers=(f"{name}/in", f"{name}/group"),
+                )
+            )
             perm, scale = self.new_units(name, n_out, perm)
             self.add_layer(name, kind, rows, perm, scale, value)
         chans = tuple(Chan(p, frozenset({(s, "full")})) for p, s in zip(perm, scale, strict=True))

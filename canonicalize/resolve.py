@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import replace
 
-from .discover import FIXED, Walk
+from .blocks import block_groups
+from .discover import FIXED, Walk, describe
 from .errors import SymmetryError
 from .spec import Absorb, AxisRef, Column, PermGroup, ScaleClass, Site, SymmetrySpec
 
@@ -88,9 +90,11 @@ def resolve(walk: Walk) -> SymmetrySpec:
             attached[root].append((layer["name"], scale_key(sroot), flags(sroot)))
             anchor.setdefault(root, (layer["order"], pos))
     by_key: dict[tuple, list[int]] = defaultdict(list)
+    key_of: dict[int, tuple] = {}
     for root in attached:
         key = (tuple(sorted(perm_origins[root])), tuple(sorted(attached[root])))
         by_key[key].append(root)
+        key_of[root] = key
     group_units = sorted(
         (sorted(units, key=anchor.__getitem__) for units in by_key.values()),
         key=lambda units: anchor[units[0]],
@@ -252,6 +256,26 @@ def resolve(walk: Walk) -> SymmetrySpec:
             )
         )
 
+    # whole blocks of grouped convolutions: one more group each, read after its members
+    blocks, refused = block_groups(
+        walk.grouped, groups, [key_of[units[0]] for units in group_units], locate, state_shapes
+    )
+    groups.extend(blocks)
+    notes = list(walk.notes)
+    for node, reason in refused:
+        notes.append(
+            f"{describe(node)}: channels permute and scale within each block; whole blocks "
+            f"do not permute together: {reason}"
+        )
+    for block in blocks:
+        held = {m for b in block.blocks for m in b}
+        sites = [
+            replace(site, input_groups=(*site.input_groups, block.index))
+            if site.group not in held and held & set(site.input_groups)
+            else site
+            for site in sites
+        ]
+
     classes = []
     for k, members in enumerate(class_parts):
         group = parts[members[0]]["group"]
@@ -302,7 +326,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
         output_scale=output_scale,
         output_units=int(math.prod(shape[1:])) if len(shape) > 1 else 1,
         state_shapes=tuple(state_shapes.items()),
-        notes=tuple(dict.fromkeys(walk.notes)),
+        notes=tuple(dict.fromkeys(notes)),
     )
 
 

@@ -81,6 +81,12 @@ class PermGroup:
     ``nodes`` names the traced graph nodes whose channels hold these units, each with the scale
     class whose factor it carries (``None`` for none) and the channel of each unit (``None``
     for all channels in order); "activations" alignment reads them.
+
+    A *group of blocks* (non-empty ``blocks``: the whole blocks of a grouped convolution,
+    :mod:`canonicalize.blocks`) has one unit per block; ``blocks[i]`` names the groups whose
+    units block ``i`` holds (its input channels, its output channels), and its axes run in
+    blocks of those groups' sizes. It has no sites of its own: it is ordered by the rows of
+    its members' sites, after they are canonical.
     """
 
     index: int
@@ -88,6 +94,7 @@ class PermGroup:
     axes: tuple[AxisRef, ...]
     sites: tuple[int, ...]
     nodes: tuple[tuple[str, int | None, tuple[int, ...] | None], ...]
+    blocks: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,7 +206,8 @@ class SymmetrySpec:
         """Number of free parameters each kind of symmetry removes."""
         return {
             "permutation_groups": len(self.groups),
-            "permuted_units": sum(g.size for g in self.groups),
+            "permuted_units": sum(g.size for g in self.groups if not g.blocks),
+            "permuted_blocks": sum(g.size for g in self.groups if g.blocks),
             "scaled_units": sum(s.size for s in self.scales if s.magnitude),
             "sign_units": sum(s.size for s in self.scales if s.sign),
         }
@@ -213,6 +221,13 @@ class SymmetrySpec:
             f"{dims['sign_units']} with a free sign"
         ]
         for group in self.groups:
+            if group.blocks:
+                held = "; ".join(
+                    f"block {i}: groups {', '.join(map(str, b))}"
+                    for i, b in enumerate(group.blocks)
+                )
+                lines.append(f"  group {group.index}: {group.size} whole blocks ({held})")
+                continue
             names = ", ".join(self.sites[i].label for i in group.sites)
             lines.append(f"  group {group.index}: {group.size} units; rows of [{names}]")
             readers = sorted({a.tensor.rsplit(".", 1)[0] for a in group.axes if a.dim == 1})

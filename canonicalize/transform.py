@@ -214,13 +214,26 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
     Returns a list of steps: ``("scale", class, sites)`` normalizes a scale class using the
     rows of ``sites`` (those of its sites whose inputs are already canonical: for a residual
     stream, the layers that open it); ``("order", group, (site,))`` sorts a group by the rows of
-    its first site.
+    its first site; a group of blocks gets ``("order", group, ())`` once its members are
+    ordered and normalized, before any other layer reads them.
     """
     touching = _touching(spec)
     processed: set[int] = set()
     normalized: set[int] = set()
     steps: list[tuple[str, int, tuple[int, ...]]] = []
+    waiting = [g for g in spec.groups if g.blocks]
+
+    def release_blocks() -> None:
+        for group in list(waiting):
+            members = {m for block in group.blocks for m in block}
+            classes = {c.index for c in spec.scales if c.group in members}
+            if members <= processed and classes <= normalized:
+                steps.append(("order", group.index, ()))
+                processed.add(group.index)
+                waiting.remove(group)
+
     for i, site in enumerate(spec.sites):
+        release_blocks()
         if site.scale is not None and site.scale not in normalized:
             cls = spec.scale_class(site.scale)
             # a site's rows are canonical once its inputs are, and once every other class that
@@ -240,4 +253,17 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
         if site.group is not None and site.group not in processed:
             steps.append(("order", site.group, (i,)))
             processed.add(site.group)
+    release_blocks()
+    if waiting:
+        raise SymmetryError("internal: a group of blocks was never ordered; please report this")
     return steps
+
+
+def block_rows(state: State, spec: SymmetrySpec, group: int) -> Tensor:
+    """Each block's content: the rows of its member groups' sites, flattened and concatenated."""
+    return torch.stack(
+        [
+            torch.cat([site_rows(state, spec, spec.groups[m].sites).reshape(-1) for m in block])
+            for block in spec.groups[group].blocks
+        ]
+    )

@@ -30,8 +30,7 @@ symmetries used are
 ``ZOO`` holds the fifteen entries; ``EXTRAS`` holds further true symmetries of some entries that
 lie outside the permutation/scale/BatchNorm families above (bias exchanges between the two
 summands of a residual addition, a bias shift absorbed by a 1x1 convolution, the logit shift of
-``log_softmax``, the full linear group of an eval-mode linear bottleneck, the permutations of
-whole blocks of a grouped convolution).
+``log_softmax``, the full linear group of an eval-mode linear bottleneck).
 """
 
 from __future__ import annotations
@@ -1637,12 +1636,12 @@ def _move_resnext(model: nn.Module, gen: torch.Generator) -> nn.Module:
         for conv, bn in zip(convs, bns, strict=True):
             e.scale(e.nonzero(n), rows=[conv], bns=[bn])
         e.scale(e.positive(n), affine=bns, cols=readers)
+    _permute_resnext_blocks(e, model)
     return e.result()
 
 
-def _extra_resnext_block_permutation(model: nn.Module, gen: torch.Generator) -> nn.Module:
+def _permute_resnext_blocks(e: _Moved, model: nn.Module) -> None:
     """Swap whole blocks of every grouped conv: its input and output blocks together."""
-    e = _Moved(model, gen)
     for b in ("layer1.0", "layer2.0"):
         blk = model.get_submodule(b)
         groups = blk.conv2.groups
@@ -1653,7 +1652,6 @@ def _extra_resnext_block_permutation(model: nn.Module, gen: torch.Generator) -> 
         p_out = (q[:, None] * width + torch.arange(width)).reshape(-1)
         e.permute(p_in, rows=[f"{b}.conv1"], bns=[f"{b}.bn1"])
         e.permute(p_out, rows=[f"{b}.conv2"], bns=[f"{b}.bn2"], cols=[f"{b}.conv3"])
-    return e.result()
 
 
 def _extra_log_softmax_shift(model: nn.Module, gen: torch.Generator) -> nn.Module:
@@ -1855,7 +1853,8 @@ ZOO: tuple[ZooEntry, ...] = (
         _move_resnext,
         "grouped conv2 (groups=2): inside each block, conv1/bn1 units permute and scale with "
         "the columns of that block's rows of conv2 only, conv2/bn2 units with conv3's columns; "
-        "conv->BN a!=0, ReLU c>0; output streams (bn3 + shortcut BN) permuted and scaled",
+        "conv->BN a!=0, ReLU c>0; output streams (bn3 + shortcut BN) permuted and scaled; whole "
+        "blocks swap (conv1/bn1 rows in runs of a, conv2/bn2 rows and conv3 columns in runs of b)",
     ),
 )
 
@@ -1886,13 +1885,6 @@ EXTRAS: tuple[ExtraElement, ...] = (
         "logit_shift",
         _extra_log_softmax_shift,
         "log_softmax(z + k*1) = log_softmax(z): fc2 rows + u (same u every row), bias + t",
-    ),
-    ExtraElement(
-        "resnext_block",
-        "block_permutation",
-        _extra_resnext_block_permutation,
-        "whole blocks of a grouped conv swap places: conv1/bn1 rows in blocks of a, conv2/bn2 "
-        "rows and conv3 columns in blocks of b, one permutation of the blocks for all of them",
     ),
 )
 

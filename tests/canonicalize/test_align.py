@@ -37,6 +37,7 @@ def test_match_recovers_any_group_element_and_returns_it(method, case, seed):
     aligned = result.model.state_dict()
     for key, value in state.items():
         assert torch.allclose(value.to(aligned[key].dtype), aligned[key], atol=1e-12), key
+    assert_same_state(result.apply(moved), result.model, tol=1e-12)
     assert result.distance_after < 1e-6
     assert result.converged and result.iterations >= 1
     assert set(result.to_dict()) >= {"permutations", "signs", "distance_before", "converged"}
@@ -145,3 +146,15 @@ def test_match_reports_iterations_and_convergence_of_weight_matching():
         C.align(b, a, x, method="weights").state_dict()["0.weight"],
         result.model.state_dict()["0.weight"],
     )
+
+
+def test_apply_carries_an_alignment_to_another_checkpoint_and_refuses_other_shapes():
+    x = torch.randn(8, 3, dtype=torch.float64)
+    net, other = _one_hidden_layer(5, width=6), _one_hidden_layer(7, width=6)
+    moved = C.random_transform(net, x, seed=3)
+    result = C.match(moved, net, x)
+    later = C.random_transform(other, x, seed=4, permute=False)  # another checkpoint
+    carried = result.apply(later)
+    assert relative_difference(eval_outputs(later, x), eval_outputs(carried, x)) < 1e-12
+    with pytest.raises(C.SymmetryError, match="apply needs a model of the aligned"):
+        result.apply(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double())

@@ -80,6 +80,7 @@ def test_relu_mlp():
     assert spec.dimension == {
         "permutation_groups": 2,
         "permuted_units": 9,
+        "permuted_blocks": 0,
         "scaled_units": 9,
         "sign_units": 0,
     }
@@ -407,6 +408,7 @@ def test_resnet_shortcut_shares_block_output_group():
     assert spec.dimension == {
         "permutation_groups": 4,
         "permuted_units": 24,
+        "permuted_blocks": 0,
         "scaled_units": 60,
         "sign_units": 36,
     }

@@ -75,6 +75,32 @@ class Grouped(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(F.relu(x), 1), 1))
 
 
+class GroupedOverConcat(nn.Module):
+    """A grouped convolution whose two input blocks come from two different layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 1)
+        self.grouped = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        x = F.relu(torch.cat([self.a(x), self.b(x)], dim=1))
+        return self.head(F.relu(self.grouped(x)).mean((2, 3)))
+
+
+class GroupedStem(nn.Module):
+    """A grouped convolution reading the input image: its input blocks are fixed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grouped = nn.Conv2d(2, 4, 3, padding=1, groups=2)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(F.relu(self.grouped(x)).mean((2, 3)))
+
+
 class Depthwise(nn.Module):
     """Expand, depthwise (groups = channels), BatchNorm, project: a MobileNet block."""
 
@@ -146,6 +172,10 @@ MODELS = {
     "slice": (Slice, (3,)),
     "option_a": (OptionA, (1, 6, 6)),
     "grouped": (Grouped, (1, 4, 4)),
+    "grouped_wide": (lambda: Grouped(groups=3, per_in=2, per_out=3), (1, 4, 4)),
+    "grouped_over_concat": (GroupedOverConcat, (1, 4, 4)),
+    "depthwise_multiplier": (lambda: Grouped(groups=3, per_in=1, per_out=2), (1, 4, 4)),
+    "grouped_stem": (GroupedStem, (2, 4, 4)),
     "depthwise": (Depthwise, (1, 4, 4)),
     "gate": (Gate, (1, 4, 4)),
     "bilinear": (Bilinear, (3,)),
@@ -224,12 +254,42 @@ def test_option_a_shortcut_splits_the_wider_stream():
     assert zero_facing.group is not None
 
 
-def test_grouped_convolution_is_exact_and_says_what_it_fixed():
-    spec = spec_of("grouped")
-    assert any("groups=2" in note for note in spec.notes)
+def test_grouped_convolution_has_its_full_group():
+    """Inside each block: input and output channels; and whole blocks swap together."""
+    spec = spec_of("grouped_wide")
+    assert not spec.notes
+    stem = sorted(spec.groups[s.group].size for s in spec.sites if s.name == "stem")
+    grouped = sorted(spec.groups[s.group].size for s in spec.sites if s.name == "grouped")
+    assert stem == [2, 2, 2] and grouped == [3, 3, 3]
+    (blocks,) = [g for g in spec.groups if g.blocks]
+    assert blocks.size == 3 and not blocks.sites
+    ins = [spec.groups[i] for i, _ in blocks.blocks]
+    outs = [spec.groups[o] for _, o in blocks.blocks]
+    assert [g.size for g in ins] == [2, 2, 2] and [g.size for g in outs] == [3, 3, 3]
+    # the input columns of block g live in rows 3g..3g+2 of the grouped weight only
+    for g, group in enumerate(ins):
+        (columns,) = [a for a in group.axes if a.tensor == "grouped.weight"]
+        assert (columns.dim, columns.row_slice) == (1, (3 * g, 3 * g + 3))
+    axes = {(a.tensor, a.dim): a.block for a in blocks.axes}
+    assert axes["stem.weight", 0] == 2 and axes["grouped.weight", 0] == 3
+    assert axes["head.weight", 1] == 3 and ("grouped.weight", 1) not in axes
+    assert spec.dimension["permuted_blocks"] == 3
+    assert "3 whole blocks" in str(spec)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("grouped_over_concat", "not alike (made by different layers)"),
+        ("grouped_stem", "fixed channels"),
+    ],
+)
+def test_whole_blocks_stay_in_place_when_they_cannot_swap(name, reason):
+    spec = spec_of(name)
+    assert not any(g.blocks for g in spec.groups)
+    (note,) = [n for n in spec.notes if "groups" in n or "blocks" in n]
+    assert "'grouped'" in note and reason in note
     assert "fixed:" in str(spec)
-    grouped = [s for s in spec.sites if s.name == "grouped"]
-    assert sorted(spec.groups[s.group].size for s in grouped) == [2, 2]
 
 
 def test_depthwise_convolution_shares_the_group_of_its_input():

@@ -4,9 +4,10 @@ The zoo (``tests/zoo.py``: VGG11-BN, ResNet-20 with option-A and option-B shortc
 pre-activation ResNet, a WideResNet block with dropout between conv and BatchNorm, MobileNetV2
 blocks, a DenseNet block, an Inception block, an SE block, an MLP holding its loss module, a CNN
 ending in log_softmax, GELU and SiLU/hardtanh/softsign MLPs, a CNN whose forward asserts on
-shapes), float64, random weights and BatchNorm statistics. Each property draws the architecture,
-its weights and a group element; the hand-written element of each family comes from the
-mathematics of its layers, independently of discovery, and catches a group that is too narrow.
+shapes, a ResNeXt with grouped convolutions), float64, random weights and BatchNorm statistics.
+Each property draws the architecture, its weights and a group element; the hand-written element
+of each family comes from the mathematics of its layers, independently of discovery, and catches
+a group that is too narrow.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def test_every_alignment_method_recovers_a_transformed_copy(method, entry, model
     moved = C.random_transform(model, x, seed=seed, log_scale=4.0)
     result = C.match(moved, model, x, method=method)
     assert_same_normalized(result.model, model, result.spec)
+    # the returned element reproduces the aligned model (blocks of grouped convs first)
+    assert_same_state(result.apply(moved), result.model, tol=1e-12)
 
 
 @given(entries, model_seeds, group_seeds)

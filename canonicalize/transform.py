@@ -221,16 +221,19 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
     processed: set[int] = set()
     normalized: set[int] = set()
     steps: list[tuple[str, int, tuple[int, ...]]] = []
-    waiting = [g for g in spec.groups if g.blocks]
-
-    def release_blocks() -> None:
-        for group in list(waiting):
+    waiting: dict[int, tuple[set[int], set[int]]] = {}  # group of blocks: members, classes
+    for group in spec.groups:
+        if group.blocks:
             members = {m for block in group.blocks for m in block}
             classes = {c.index for c in spec.scales if c.group in members}
+            waiting[group.index] = (members, classes)
+
+    def release_blocks() -> None:
+        for index, (members, classes) in list(waiting.items()):
             if members <= processed and classes <= normalized:
-                steps.append(("order", group.index, ()))
-                processed.add(group.index)
-                waiting.remove(group)
+                steps.append(("order", index, ()))
+                processed.add(index)
+                del waiting[index]
 
     for i, site in enumerate(spec.sites):
         release_blocks()

@@ -108,6 +108,7 @@ def _library_local_energy() -> tuple[Callable | None, str]:
     """``funcspace.energy.local_energy`` as one error increase per sigma, or why it is absent."""
     try:
         from funcspace.energy import local_energy
+        from funcspace.evaluation import Settings
     except ImportError as exc:
         return None, f"the benchmark's own simple_local_energy (funcspace.energy: {exc})"
 
@@ -115,7 +116,12 @@ def _library_local_energy() -> tuple[Callable | None, str]:
         model: nn.Module, data: Dataset, sigmas: Sequence[float], seed: int, draws: int = DRAWS
     ):
         curve = local_energy(
-            model, data, sigmas=tuple(sigmas), samples=draws, seed=seed, metrics=("error",)
+            model,
+            data,
+            sigmas=tuple(sigmas),
+            samples=draws,
+            seed=seed,
+            settings=Settings(metrics="error"),
         )
         return [float(v) for v in curve.mean["error"]]
 

@@ -5,17 +5,18 @@
 - :mod:`funcspace.data`: embedded data sets, files the user has, user tensors;
 - :mod:`funcspace.models`: reference architectures;
 - :func:`train`: minimizers of different flatness (SGD, RSGD, ADV, Adam, SAM, entropy-SGD);
-- :func:`evaluate`: error and loss of many parameter points in batched passes
-  (:class:`Evaluator` traces an architecture once for repeated calls);
+- :func:`evaluate`: error and loss (or any :mod:`funcspace.metrics`) of many parameter points
+  in batched passes, measured as a :class:`Settings` says (:class:`Evaluator` traces an
+  architecture once for repeated calls);
 - :mod:`funcspace.flatness`: local energy and Hessian eigenvalues, trace and spectrum;
 - :mod:`funcspace.similarity`: disagreement, output distances, CKA, geodesic distance;
 - :mod:`funcspace.landscape`: filter-normalized lines and planes, trajectory PCA
   (:mod:`funcspace.plots` draws them).
 """
 
-from . import data, flatness, landscape, models, params, similarity
+from . import data, flatness, landscape, metrics, models, params, similarity
 from .errors import DataError, FuncspaceError
-from .evaluation import Evaluation, Evaluator, evaluate, evaluate_affine
+from .evaluation import Evaluation, Evaluator, Settings, evaluate, evaluate_affine
 from .training import TrainResult, train
 
 __all__ = [
@@ -23,12 +24,14 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "FuncspaceError",
+    "Settings",
     "TrainResult",
     "data",
     "evaluate",
     "evaluate_affine",
     "flatness",
     "landscape",
+    "metrics",
     "models",
     "params",
     "similarity",

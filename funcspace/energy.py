@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from canonicalize import TorusPoint, to_torus
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
-from funcspace.evaluation import METRICS, Evaluator
+from funcspace.evaluation import Evaluator, Settings
+from funcspace.evaluation.settings import settings_or_legacy
 from funcspace.params import Params, Stacked
 
 __all__ = ["DEFAULT_SIGMAS", "LocalEnergy", "local_energy", "perturb_on_torus"]
@@ -69,6 +70,8 @@ class LocalEnergy:
     samples, seed : int
     kind : {"multiplicative", "geodesic"}
     parameters : {"all", "weights"}
+    settings : Settings, optional
+        How the points were measured.
     """
 
     sigmas: np.ndarray
@@ -80,6 +83,7 @@ class LocalEnergy:
     seed: int
     kind: str
     parameters: str
+    settings: Settings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists and scalars), for JSON."""
@@ -93,6 +97,7 @@ class LocalEnergy:
             "seed": self.seed,
             "kind": self.kind,
             "parameters": self.parameters,
+            "settings": None if self.settings is None else self.settings.to_dict(),
         }
 
     def __repr__(self) -> str:
@@ -243,15 +248,11 @@ def local_energy(
     *,
     seed: int = 0,
     kind: str = "multiplicative",
-    metrics: Sequence[str] = METRICS,
     example_input: Tensor | None = None,
-    split: str = "train",
     parameters: str = "all",
     output: str = "normalize",
-    batchnorm: str = "fixed",
-    batch_size: int | None = None,
-    chunk: int | None = None,
-    strategy: str = "auto",
+    settings: Settings | None = None,
+    **deprecated: Any,
 ) -> LocalEnergy:
     """Local energy curve ``dE(sigma)`` of a network (flatness; larger is sharper).
 
@@ -269,10 +270,8 @@ def local_energy(
         Seed of the noise: the same seed gives the same result.
     kind : {"multiplicative", "geodesic"}
         See the module docstring.
-    metrics : sequence of {"error", "loss"}
     example_input : Tensor, optional
         Inputs for :func:`canonicalize.to_torus` (geodesic kind); default: the first 64 inputs.
-    split : {"train", "test"}
     parameters : {"all", "weights"}
         Perturb every parameter, or only tensors of two or more dimensions (weight matrices
         and filters: biases and BatchNorm parameters stay fixed). For ``"geodesic"`` it
@@ -280,8 +279,14 @@ def local_energy(
     output : {"normalize", "preserve"}
         Geodesic kind: the output layer is a sphere of radius ``sqrt(n_outputs)`` (the paper),
         or free coordinates with multiplicative noise (keeps the loss of the original).
-    batchnorm, batch_size, chunk, strategy
-        Passed to :func:`funcspace.evaluation.evaluate`.
+    settings : Settings, optional
+        How every point is measured (:class:`funcspace.evaluation.Settings`: metrics,
+        split, batch size, BatchNorm handling, ...); default error and loss on the training
+        split. With ``batchnorm="recalibrate"`` and no recalibration data, the statistics are
+        recomputed on the training split of ``data``.
+    **deprecated
+        ``metrics``, ``split``, ``batchnorm``, ``batch_size``, ``chunk``, ``strategy`` as
+        separate keywords: deprecated, use ``settings``.
 
     Returns
     -------
@@ -314,17 +319,16 @@ def local_energy(
         raise FuncspaceError(f"samples must be a positive integer; got {samples!r}")
     if kind not in ("multiplicative", "geodesic"):
         raise FuncspaceError(f"kind must be 'multiplicative' or 'geodesic'; got {kind!r}")
-    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    settings = settings_or_legacy(settings, deprecated, "local_energy")
+    metrics = settings.metric_names
 
     params = {n: p.detach() for n, p in model.named_parameters()}
     device = next(iter(params.values())).device
-    x, y = as_pair(data, split)
+    x, y = as_pair(data, settings.split)
     pair = (x.to(device), y.to(device))
-    options = dict(
-        metrics=metrics, batch_size=batch_size, chunk=chunk, batchnorm=batchnorm, strategy=strategy
-    )
-    if batchnorm == "recalibrate":
-        options["recalibration_data"] = data if isinstance(data, Dataset) else pair
+    if settings.batchnorm == "recalibrate" and settings.recalibration_data is None:
+        source = data if isinstance(data, Dataset) else pair
+        settings = dataclasses.replace(settings, recalibration_data=source)
     moving = [s for s in sigmas if s > 0]
     generator = torch.Generator().manual_seed(seed)
     n_params = sum(p.numel() * p.element_size() for p in params.values())
@@ -352,11 +356,11 @@ def local_energy(
             point, model, _selected(point.free, parameters), moving, samples, generator, block
         )
 
-    evaluator = Evaluator(template)  # traced once for the base and every block
+    evaluator = Evaluator(template, settings)  # traced once for the base and every block
 
     def run(stacked_params: Params) -> dict[str, np.ndarray]:
         stacked = Stacked(template, stacked_params, buffers, shared_buffers=True)
-        return evaluator.evaluate(stacked, pair, **options).values
+        return evaluator.evaluate(stacked, pair).values
 
     base = {m: float(v[0]) for m, v in run(base_params).items()}
     parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
@@ -377,5 +381,5 @@ def local_energy(
         mean[m][still] = 0.0
         std[m][still] = 0.0
     return LocalEnergy(
-        np.asarray(sigmas), mean, std, base, perturbed, samples, seed, kind, parameters
+        np.asarray(sigmas), mean, std, base, perturbed, samples, seed, kind, parameters, settings
     )

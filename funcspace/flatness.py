@@ -48,6 +48,7 @@ from funcspace.hessian import (
     lanczos,
     spectral_density,
 )
+from funcspace.metrics import Metric
 
 __all__ = [
     "LocalEnergy",
@@ -57,7 +58,9 @@ __all__ = [
     "local_energy",
 ]
 
-Loss = Callable[[Tensor, Tensor], Tensor]
+#: A loss: a differentiable metric's name (``"loss"``, ``"mse"``), a
+#: :class:`~funcspace.metrics.Metric`, or ``loss(outputs, targets) -> scalar mean``.
+Loss = str | Metric | Callable[[Tensor, Tensor], Tensor]
 
 
 def _operator(

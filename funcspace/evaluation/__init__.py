@@ -1,4 +1,5 @@
-"""Batched evaluation: error and loss of many parameter points of one architecture.
+"""Batched evaluation: metrics (error and loss by default) of many parameter points of one
+architecture.
 
 This is the engine under planes, paths and flatness. Every data batch is read once for all the
 points of a chunk, data are moved to the parameters' device once, and nothing of the user's is
@@ -45,17 +46,34 @@ first-layer reuse) costs 2-5 ms for the models of :mod:`funcspace.models`; the f
 trace on every call, and an :class:`Evaluator` bound to a template traces once, for code that
 evaluates one architecture many times.
 
+How to measure is one frozen :class:`Settings` (metrics, split, batch size, chunk, BatchNorm
+handling, recalibration data, strategy): :func:`evaluate` builds one from its keywords, an
+:class:`Evaluator` holds one, and the landscape functions, local energy and the layers above
+take ``settings=``. Metrics are :class:`funcspace.metrics.Metric` objects (``"error"``,
+``"loss"``, ``"mse"``, ``"sign_error"`` or your own). When ``"auto"`` picks vmap and
+``torch.func.vmap`` cannot run the model, the engine logs it and runs the loop.
+
 The package's modules, one job each: ``api`` (the functions), ``evaluator``
-(:class:`Evaluator`), ``options`` (the validated options), ``inputs`` (validating networks,
+(:class:`Evaluator`), ``settings`` (:class:`Settings`), ``inputs`` (validating networks,
 affine families and data), ``plan`` (the fx trace), ``skeleton`` (tensor-free copies of the
 template), ``points`` (parameter points and buffers), ``job``, ``strategy`` (the ``"auto"``
 rule), ``engine`` (batches, chunks and scores), ``chain`` (the ``"stacked"`` runner),
 ``generic`` (the ``"loop"`` / ``"vmap"`` runner) and ``result`` (:class:`Evaluation`).
 """
 
+from funcspace.metrics import DEFAULT_METRICS as METRICS
+
 from .api import evaluate, evaluate_affine
 from .evaluator import Evaluator
-from .options import METRICS, STRATEGIES
 from .result import Evaluation
+from .settings import STRATEGIES, Settings
 
-__all__ = ["METRICS", "STRATEGIES", "Evaluation", "Evaluator", "evaluate", "evaluate_affine"]
+__all__ = [
+    "METRICS",
+    "STRATEGIES",
+    "Evaluation",
+    "Evaluator",
+    "Settings",
+    "evaluate",
+    "evaluate_affine",
+]

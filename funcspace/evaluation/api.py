@@ -12,18 +12,19 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from funcspace.data import Dataset, Pair
+from funcspace.metrics import DEFAULT_METRICS, Metric, PerExample
 from funcspace.params import Params, Stacked
 
 from .evaluator import Evaluator
 from .inputs import template_of
-from .options import METRICS
 from .result import Evaluation
+from .settings import Settings
 
 
 def evaluate(
     models: nn.Module | Sequence[nn.Module] | Stacked,
     data: Dataset | Pair,
-    metrics: Sequence[str] = METRICS,
+    metrics: str | Metric | Sequence[str | Metric | PerExample] = DEFAULT_METRICS,
     *,
     split: str = "train",
     batch_size: int | None = None,
@@ -32,7 +33,7 @@ def evaluate(
     recalibration_data: Dataset | Pair | None = None,
     strategy: str = "auto",
 ) -> Evaluation:
-    """Error and loss of many networks of one architecture, in batched passes.
+    """Metrics (error and loss by default) of many networks of one architecture, batched.
 
     Parameters
     ----------
@@ -41,10 +42,12 @@ def evaluate(
         (:func:`funcspace.params.stack` / :func:`funcspace.params.from_params`). Nothing is
         mutated; every network is evaluated in eval mode.
     data : Dataset or (inputs, targets)
-        Targets are class indices. Inputs are moved once to the parameters' device (and cast
-        to their floating dtype).
-    metrics : sequence of {"error", "loss"}
-        Fraction misclassified (argmax of the logits) and mean cross-entropy.
+        Targets are what the metrics read (class indices for error and loss). Inputs are
+        moved once to the parameters' device (and cast to their floating dtype).
+    metrics : name, Metric, or a sequence of them
+        Default fraction misclassified (argmax of the logits) and mean cross-entropy; also
+        ``"mse"``, ``"sign_error"`` and metrics of your own (:mod:`funcspace.metrics`). All
+        must read one kind of targets.
     split : {"train", "test"}
         Which split of a :class:`~funcspace.data.Dataset` to evaluate on.
     batch_size : int, optional
@@ -67,7 +70,7 @@ def evaluate(
     Returns
     -------
     Evaluation
-        ``values[metric]`` of shape (K,), plus the strategy and chunk that ran.
+        ``values[metric]`` of shape (K,), the settings, and the strategy and chunk that ran.
 
     Raises
     ------
@@ -78,7 +81,8 @@ def evaluate(
 
     See Also
     --------
-    Evaluator : the same for repeated calls on one architecture, traced once.
+    Evaluator : the same for repeated calls on one architecture, traced once, holding one
+        :class:`Settings`.
 
     Examples
     --------
@@ -93,10 +97,8 @@ def evaluate(
     >>> bool(abs(result.loss - looped.loss).max() < 1e-5)
     True
     """
-    return Evaluator(template_of(models)).evaluate(
-        models,
-        data,
-        metrics,
+    settings = Settings(
+        metrics=metrics,
         split=split,
         batch_size=batch_size,
         chunk=chunk,
@@ -104,6 +106,7 @@ def evaluate(
         recalibration_data=recalibration_data,
         strategy=strategy,
     )
+    return Evaluator(template_of(models), settings).evaluate(models, data)
 
 
 def evaluate_affine(
@@ -112,7 +115,7 @@ def evaluate_affine(
     directions: Sequence[Params],
     coefficients: Tensor,
     data: Dataset | Pair,
-    metrics: Sequence[str] = METRICS,
+    metrics: str | Metric | Sequence[str | Metric | PerExample] = DEFAULT_METRICS,
     *,
     buffers: Params | None = None,
     split: str = "train",
@@ -123,7 +126,7 @@ def evaluate_affine(
     strategy: str = "auto",
     reuse_first_layer: bool = True,
 ) -> Evaluation:
-    """Error and loss at the points ``origin + sum_i coefficients[k, i] * directions[i]``.
+    """Metrics at the points ``origin + sum_i coefficients[k, i] * directions[i]``.
 
     For planes, lines and linear paths. The first parameterized layer the input reaches
     (found by tracing the module with ``torch.fx``: a ``Linear`` or ``Conv`` preceded by
@@ -175,18 +178,20 @@ def evaluate_affine(
     >>> line.first_layer_reuse, bool(abs(line.loss[2] - evaluate(b, (x, y)).loss[0]) < 1e-5)
     (True, True)
     """
-    return Evaluator(template).evaluate_affine(
-        origin,
-        directions,
-        coefficients,
-        data,
-        metrics,
-        buffers=buffers,
+    settings = Settings(
+        metrics=metrics,
         split=split,
         batch_size=batch_size,
         chunk=chunk,
         batchnorm=batchnorm,
         recalibration_data=recalibration_data,
         strategy=strategy,
+    )
+    return Evaluator(template, settings).evaluate_affine(
+        origin,
+        directions,
+        coefficients,
+        data,
+        buffers=buffers,
         reuse_first_layer=reuse_first_layer,
     )

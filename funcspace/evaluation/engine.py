@@ -6,22 +6,28 @@ call once they have validated their inputs.
 
 from __future__ import annotations
 
+import logging
+import math
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
+from funcspace.metrics import target_kind
 
 from .chain import ChainRunner
-from .generic import GenericRunner
+from .generic import GenericRunner, VmapUnsupported
 from .inputs import device_dtype, read_batches
 from .job import Job
-from .options import Options
 from .plan import Plan
 from .points import Affine, Buffers, Points, fresh_bn_buffers
 from .result import Evaluation
+from .settings import Settings
 from .strategy import resolve_strategy
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_points(
@@ -30,7 +36,7 @@ def evaluate_points(
     points: Points,
     buffers: Buffers,
     data: Dataset | Pair,
-    options: Options,
+    settings: Settings,
     affine: Affine | None = None,
 ) -> Evaluation:
     """Evaluate validated ``points`` of ``template``'s architecture on ``data``.
@@ -44,7 +50,7 @@ def evaluate_points(
     buffers : Buffers
     data : Dataset or (inputs, targets)
         Not yet checked: read here into batches on the parameters' device.
-    options : Options
+    settings : Settings
     affine : Affine, optional
         The family ``points`` come from, when the first layer may be shared.
 
@@ -55,31 +61,41 @@ def evaluate_points(
     Raises
     ------
     FuncspaceError
-        For no points, empty data or targets that are no class indices, a strategy the model
-        cannot run, or logits that do not fit the targets.
+        For no points, empty data or targets the metrics cannot read, a strategy the model
+        cannot run, or outputs that do not fit the targets.
     """
     if points.size == 0:
         raise FuncspaceError("there are no parameter points to evaluate (K = 0)")
     device, dtype = device_dtype(points.point(0))
+    targets = target_kind(settings.metrics)
     with torch.no_grad():
-        batches, size = read_batches(data, options.split, device, dtype, options.batch_size)
+        batches, size = read_batches(
+            data, settings.split, device, dtype, settings.batch_size, targets
+        )
         recal = None
-        if options.batchnorm == "recalibrate":
-            source = data if options.recalibration_data is None else options.recalibration_data
-            recal_split = "train" if isinstance(source, Dataset) else options.split
+        if settings.batchnorm == "recalibrate":
+            source = data if settings.recalibration_data is None else settings.recalibration_data
+            recal_split = "train" if isinstance(source, Dataset) else settings.split
             recal, _ = read_batches(
-                source, recal_split, device, dtype, options.batch_size, "recalibration_data"
+                source,
+                recal_split,
+                device,
+                dtype,
+                settings.batch_size,
+                targets,
+                "recalibration_data",
             )
-        job = Job(template, plan, points, buffers, batches, recal, options, size, affine)
+        job = Job(template, plan, points, buffers, batches, recal, settings, size, affine)
         return _run(job)
 
 
 def _run(job: Job) -> Evaluation:
     strategy, chunk, use_chain = resolve_strategy(job)
-    if job.options.strategy == "auto" and strategy == "vmap":
+    if job.settings.strategy == "auto" and strategy == "vmap":
         try:
             return _execute(job, strategy, chunk, use_chain)
-        except FuncspaceError:  # vmap cannot run it after all: the loop always can
+        except VmapUnsupported as error:  # vmap cannot run it after all: the loop always can
+            logger.info("vmap could not run %s (%s); evaluating in a loop", job.plan, error)
             return _execute(job, "loop", 1, False)
     return _execute(job, strategy, chunk, use_chain)
 
@@ -92,7 +108,7 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
     runner = (ChainRunner if use_chain else GenericRunner)(job, strategy, chunk, reuse)
 
     buffers = job.buffers
-    if job.options.batchnorm == "recalibrate" and plan.bn_names:
+    if job.settings.batchnorm == "recalibrate" and plan.bn_names:
         buffers = fresh_bn_buffers(buffers, plan.bn_names, K)
         for step, (x, _) in enumerate(job.recal_batches, start=1):
             if len(x) < 2:
@@ -104,65 +120,57 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
             for start in range(0, K, chunk):
                 runner.recalibrate(shared, start, min(start + chunk, K), buffers, step)
 
-    scores = _Scores(K, device, job.options.metrics)
+    metrics = job.settings.metrics
+    targets = target_kind(metrics)
+    totals = {m.name: torch.zeros(K, dtype=torch.float64, device=device) for m in metrics}
     for i, (x, y) in enumerate(job.batches):
         shared = runner.shared(x)
+        parts: dict[str, list[Tensor]] = {m.name: [] for m in metrics}
         for start in range(0, K, chunk):
-            logits, class_dim = runner.logits(shared, start, min(start + chunk, K), buffers)
+            outputs, class_dim = runner.logits(shared, start, min(start + chunk, K), buffers)
             if i == 0 and start == 0:
-                _check_logits(logits, y, class_dim)
-            scores.add(logits, y, class_dim)
-        scores.end_batch()
+                _check_outputs(outputs, y, class_dim, targets)
+            for metric in metrics:
+                parts[metric.name].append(metric.sums(outputs, y, class_dim))
+        for name, chunks in parts.items():
+            totals[name] += torch.cat(chunks).to(torch.float64)
 
     n = sum(len(y) for _, y in job.batches)
-    values = {}
-    for metric in job.options.metrics:
-        total = scores.wrong.double() if metric == "error" else scores.loss
-        values[metric] = (total / n).cpu().numpy()
-    return Evaluation(values, strategy, chunk, job.batch_size, job.options.batchnorm, n, reuse)
-
-
-class _Scores:
-    """Per-point sums of cross-entropy and of mistakes (the wanted ones), batch by batch."""
-
-    def __init__(self, size: int, device: torch.device, metrics: tuple[str, ...]) -> None:
-        self.loss = torch.zeros(size, dtype=torch.float64, device=device)
-        self.wrong = torch.zeros(size, dtype=torch.int64, device=device)
-        self.want_loss, self.want_error = "loss" in metrics, "error" in metrics
-        self._losses: list[Tensor] = []
-        self._wrong: list[Tensor] = []
-
-    def add(self, logits: Tensor, y: Tensor, class_dim: int) -> None:
-        """One chunk's logits, (k, N, C) or (k, C, N) (``class_dim`` 1), chunks in order."""
-        k = logits.shape[0]
-        if self.want_loss:
-            # cross_entropy reduces over the class axis of a (k, C, N) view (a transposed
-            # view for row-major logits) fastest: 2x its time on (N, C) rows (measured)
-            z = logits if class_dim == 1 else logits.transpose(1, 2)
-            losses = F.cross_entropy(z, y.expand(k, -1), reduction="none")
-            self._losses.append(losses.sum(-1, dtype=torch.float64))
-        if self.want_error:
-            # max(...).indices is the first maximal index, as argmax, and faster across the
-            # middle axis of (k, C, N)
-            self._wrong.append((logits.max(class_dim).indices != y).sum(-1))
-
-    def end_batch(self) -> None:
-        if self._losses:
-            self.loss += torch.cat(self._losses)
-        if self._wrong:
-            self.wrong += torch.cat(self._wrong)
-        self._losses, self._wrong = [], []
-
-
-def _check_logits(logits: Tensor, y: Tensor, class_dim: int) -> None:
-    if logits.ndim != 3:
+    values = {name: (total / n).cpu().numpy() for name, total in totals.items()}
+    if not all(np.isfinite(v).all() for v in values.values()):
+        bad = [name for name, v in values.items() if not np.isfinite(v).all()]
         raise FuncspaceError(
-            f"the model must return (N, n_classes) logits; it returned shape "
-            f"{tuple(logits.shape[1:])} per point"
+            f"metrics {bad} are not finite at some points: the outputs overflow or hold NaN "
+            "(check the parameters, the inputs and the scale of the steps that made the points)"
         )
-    classes = logits.shape[class_dim]
-    if int(y.max()) >= classes or int(y.min()) < 0:
+    return Evaluation(
+        values, strategy, chunk, job.batch_size, job.settings.batchnorm, n, reuse, job.settings
+    )
+
+
+def _check_outputs(outputs: Tensor, y: Tensor, class_dim: int, targets: str) -> None:
+    """The first chunk's outputs against the targets the metrics read."""
+    per_point = tuple(outputs.shape[1:]) if class_dim != 1 else (outputs.shape[2], outputs.shape[1])
+    if targets == "class":
+        if outputs.ndim != 3:
+            raise FuncspaceError(
+                f"the model must return (N, n_classes) logits for these metrics; it returned "
+                f"shape {per_point} per point"
+            )
+        classes = outputs.shape[class_dim]
+        if int(y.max()) >= classes or int(y.min()) < 0:
+            raise FuncspaceError(
+                f"targets range over [{int(y.min())}, {int(y.max())}] but the model has "
+                f"{classes} outputs; targets must be class indices below the number of outputs"
+            )
+    elif targets == "sign":
+        if math.prod(per_point) != len(y):
+            raise FuncspaceError(
+                f"+-1 targets need one output per example; the model returned shape "
+                f"{per_point} per point"
+            )
+    elif targets == "real" and math.prod(per_point) != y.numel():
         raise FuncspaceError(
-            f"targets range over [{int(y.min())}, {int(y.max())}] but the model has {classes} "
-            "outputs; targets must be class indices below the number of outputs"
+            f"the model returned shape {per_point} per point; the targets have shape "
+            f"{tuple(y.shape)}, which does not fit"
         )

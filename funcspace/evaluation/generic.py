@@ -23,6 +23,10 @@ from .points import Buffers
 from .skeleton import skeleton, split_graph
 
 
+class VmapUnsupported(FuncspaceError):
+    """``torch.func.vmap`` raised while running the model (the loop strategy can run it)."""
+
+
 class GenericRunner:
     """functional_call on a meta-device copy of the template: a loop or vmap over points."""
 
@@ -30,7 +34,7 @@ class GenericRunner:
         self.job, self.chunk, self.reuse = job, chunk, reuse
         self.use_vmap = strategy == "vmap"
         plan = job.plan
-        need_train = job.options.batchnorm == "recalibrate" and bool(plan.bn_names)
+        need_train = job.settings.batchnorm == "recalibrate" and bool(plan.bn_names)
         self.eval_module = skeleton(job.template)
         self.train_module = skeleton(job.template, bn_train=True) if need_train else None
         self.bn_modules = []
@@ -94,14 +98,17 @@ class GenericRunner:
         return functional_call(module, (params, bufs), (x, zk)).unsqueeze(0)
 
     def _guarded(self, module, shared, start, stop, buffers: Buffers) -> Tensor:
+        if not self.use_vmap:
+            return self._call(module, shared, start, stop, buffers)
         try:
             return self._call(module, shared, start, stop, buffers)
-        except RuntimeError as err:
-            if not self.use_vmap or "vmap" not in str(err):
-                raise
-            raise FuncspaceError(
-                f"torch.func.vmap cannot run {type(self.job.template).__name__} ({err}); "
-                "use strategy='loop'"
+        except (RuntimeError, NotImplementedError) as err:
+            # torch.func raises these for what it cannot batch (.item(), data-dependent
+            # control flow, missing batching rules); a model that fails for another reason
+            # fails again, with its own error, in the loop that strategy="auto" falls back to
+            raise VmapUnsupported(
+                f"torch.func.vmap cannot run {type(self.job.template).__name__} "
+                f"({type(err).__name__}: {err}); use strategy='loop'"
             ) from err
 
     def logits(self, shared, start, stop, buffers: Buffers) -> tuple[Tensor, int]:

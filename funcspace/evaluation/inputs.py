@@ -13,10 +13,11 @@ from torch import Tensor, nn
 
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
+from funcspace.metrics import Targets
 from funcspace.params import Params, Stacked
 
-from .options import DEFAULT_BATCH
 from .points import Affine, AffinePoints, Buffers, ModulePoints, Points, StackedPoints
+from .settings import DEFAULT_BATCH
 
 
 def template_of(models: nn.Module | Sequence[nn.Module] | Stacked) -> nn.Module:
@@ -49,12 +50,15 @@ def as_points(
                 "template's"
             )
         buffers = Buffers(dict(models.buffers), models.shared_buffers)
+        check_finite(models.params, "the stacked parameters")
         return models.template, StackedPoints(dict(models.params)), buffers
     template = template_of(models)
     if isinstance(models, nn.Module):
         models = [models]
     _check_architecture(models)
     tensors = [{n: p.detach() for n, p in m.named_parameters()} for m in models]
+    for i, named in enumerate(tensors):
+        check_finite(named, "the model" if len(tensors) == 1 else f"models[{i}]")
     if not tensors[0]:
         raise FuncspaceError(f"{type(template).__name__} has no parameters to evaluate")
     names = [n for n, _ in template.named_buffers()]
@@ -98,6 +102,9 @@ def affine_points(
                     f"{tuple(shapes[name])}"
                 )
     directions = [{n: t.detach() for n, t in d.items()} for d in directions]
+    check_finite(origin, "origin")
+    for i, d in enumerate(directions):
+        check_finite(d, f"directions[{i}]")
     device, dtype = device_dtype(origin)
     coefficients = torch.as_tensor(coefficients).to(device=device, dtype=dtype)
     if coefficients.ndim != 2 or coefficients.shape[1] != len(directions):
@@ -110,6 +117,16 @@ def affine_points(
     family = Affine(origin, directions, coefficients)
     shared = Buffers(dict(buffers), True)
     return AffinePoints(family), shared, family if reuse_first_layer and directions else None
+
+
+def check_finite(tensors: Params, where: str) -> None:
+    """Refuse parameters holding NaN or inf: every metric of them would be meaningless."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise FuncspaceError(
+                f"{where}: parameter {name!r} contains NaN or inf; a network with non-finite "
+                "weights has no error or loss to measure (did training diverge?)"
+            )
 
 
 def device_dtype(tensors: Params) -> tuple[torch.device, torch.dtype]:
@@ -127,19 +144,35 @@ def read_batches(
     device: torch.device,
     dtype: torch.dtype,
     batch_size: int | None,
+    targets: Targets = "class",
     role: str = "data",
 ) -> tuple[list[Pair], int]:
-    """``data`` on ``device`` (inputs cast to ``dtype``) in batches, and the batch size used."""
+    """``data`` on ``device`` (inputs cast to ``dtype``) in batches, and the batch size used.
+
+    ``targets`` is what the metrics read (:class:`~funcspace.metrics.Metric`): class indices
+    (1-D integers, kept as int64), +-1 labels (1-D, cast to ``dtype``), real values (cast), or
+    anything (moved only).
+    """
     x, y = as_pair(data, split)
     if len(x) == 0:
         raise FuncspaceError(f"{role} is empty: there is nothing to evaluate on")
-    if y.is_floating_point() or y.ndim != 1:
-        raise FuncspaceError(
-            f"{role} targets must be a 1-D tensor of integer class indices; got {y.dtype} "
-            f"of shape {tuple(y.shape)}"
-        )
+    if targets == "class":
+        if y.is_floating_point() or y.ndim != 1:
+            raise FuncspaceError(
+                f"{role} targets must be a 1-D tensor of integer class indices for these "
+                f"metrics; got {y.dtype} of shape {tuple(y.shape)} (for regression targets "
+                "measure metrics='mse' or a metric of your own)"
+            )
+        y = y.to(device=device, dtype=torch.long)
+    elif targets == "any":
+        y = y.to(device=device)
+    else:
+        if targets == "sign" and (y.ndim != 1 or not bool(((y == 1) | (y == -1)).all())):
+            raise FuncspaceError(
+                f"{role} targets must be a 1-D tensor of +-1 labels for these metrics"
+            )
+        y = y.to(device=device, dtype=dtype)
     x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
-    y = y.to(device=device, dtype=torch.long)
     if batch_size is None:
         batch_size = min(len(x), DEFAULT_BATCH)
     return [

@@ -8,9 +8,9 @@ from torch import nn
 
 from funcspace.data import Pair
 
-from .options import Options
 from .plan import Plan
 from .points import Affine, Buffers, Points
+from .settings import Settings
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,10 +30,10 @@ class Job:
     batches : list of (inputs, targets)
         The data, on the parameters' device, in batches of ``batch_size``.
     recal_batches : list of (inputs, targets) or None
-        The recalibration data when ``options.batchnorm == "recalibrate"``.
-    options : Options
+        The recalibration data when ``settings.batchnorm == "recalibrate"``.
+    settings : Settings
     batch_size : int
-        Inputs per batch (``options.batch_size`` resolved).
+        Inputs per batch (``settings.batch_size`` resolved).
     affine : Affine or None
         The affine family the points come from, when the first layer may be shared.
     """
@@ -44,6 +44,6 @@ class Job:
     buffers: Buffers
     batches: list[Pair]
     recal_batches: list[Pair] | None
-    options: Options
+    settings: Settings
     batch_size: int
     affine: Affine | None = None

@@ -34,7 +34,7 @@ def resolve_strategy(job: Job) -> tuple[str, int, bool]:
     FuncspaceError
         If ``strategy="stacked"`` was asked for a model that is no plain chain.
     """
-    plan, K, strategy, chunk = job.plan, job.points.size, job.options.strategy, job.options.chunk
+    plan, K, strategy, chunk = job.plan, job.points.size, job.settings.strategy, job.settings.chunk
     x0 = job.batches[0][0]
     chain_ok = plan.chain is not None and (prefix(plan.chain[: plan.first_chain], x0[:1]).ndim == 2)
     if strategy == "stacked" and not chain_ok:

@@ -9,12 +9,12 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse.linalg
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
+from funcspace.metrics import Metric, as_loss
 
 __all__ = ["HessianOperator", "Operator", "Selection", "as_operator"]
 
@@ -70,6 +70,22 @@ def _select(model: nn.Module, params: Selection) -> list[str]:
     return chosen
 
 
+def _targets_for(loss: Callable, targets: Tensor, dtype: torch.dtype) -> Tensor:
+    """Targets as the loss reads them: checked class indices, or values in the model's dtype."""
+    kind = loss.targets if isinstance(loss, Metric) else None
+    if kind == "class":
+        if targets.is_floating_point() or targets.ndim != 1:
+            raise FuncspaceError(
+                f"loss {loss.name!r} needs a 1-D tensor of integer class indices as targets; got "
+                f"{targets.dtype} of shape {tuple(targets.shape)} (for real targets use "
+                "loss='mse' or a loss of your own)"
+            )
+        return targets
+    if kind in ("real", "sign"):
+        return targets.to(dtype=dtype)
+    return targets
+
+
 class HessianOperator:
     """Hessian of the mean training loss of ``model`` on ``data``, as a linear operator.
 
@@ -93,8 +109,11 @@ class HessianOperator:
     data : Dataset or (inputs, targets)
         The examples (``split`` of a :class:`~funcspace.data.Dataset`); moved once to the
         model's device.
-    loss : callable, default ``torch.nn.functional.cross_entropy``
-        ``loss(outputs, targets) -> scalar``, the mean over the batch.
+    loss : str, Metric or callable, default ``"loss"`` (cross-entropy)
+        A differentiable :class:`~funcspace.metrics.Metric` or its name (``"loss"``,
+        ``"mse"``), or any ``loss(outputs, targets) -> scalar``, the mean over the batch.
+        Floating inputs are cast to the parameters' dtype; a metric's real or +-1 targets
+        too, and its class targets must be integer class indices.
     batch_size : int, optional
         Examples per forward pass; ``None`` takes all of them at once (and caches the graph).
     params : str, sequence of str, or callable, optional
@@ -135,15 +154,14 @@ class HessianOperator:
         model: nn.Module,
         data: Dataset | Pair,
         *,
-        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        loss: str | Metric | Callable[[Tensor, Tensor], Tensor] | None = None,
         batch_size: int | None = None,
         params: Selection = None,
         split: str = "train",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise FuncspaceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if loss is not None and not callable(loss):
-            raise FuncspaceError("loss must be a callable loss(outputs, targets) -> scalar")
+        loss = as_loss(loss)
         inputs, targets = as_pair(data, split)
         self.names = tuple(_select(model, params))
         named = dict(model.named_parameters())
@@ -173,7 +191,10 @@ class HessianOperator:
             )
 
         self._model = model
-        self._loss = loss if loss is not None else F.cross_entropy
+        self._loss = loss
+        if inputs.is_floating_point():
+            inputs = inputs.to(dtype=self.dtype)
+        targets = _targets_for(loss, targets, self.dtype)
         self._leaves = [p.detach().clone().requires_grad_(True) for p in chosen]
         self._fixed = {n: p.detach().clone() for n, p in named.items() if n not in set(self.names)}
         self._fixed.update({n: b.detach().clone() for n, b in model.named_buffers()})
@@ -196,6 +217,13 @@ class HessianOperator:
         state = {**self._fixed, **dict(zip(self.names, self._leaves, strict=True))}
         with _eval_mode(self._model):
             out = functional_call(self._model, state, (x,))
+        if isinstance(self._loss, Metric) and self._loss.targets == "class" and len(y):
+            classes = out.shape[1] if out.ndim > 1 else 0
+            if int(y.max()) >= classes or int(y.min()) < 0:
+                raise FuncspaceError(
+                    f"targets range over [{int(y.min())}, {int(y.max())}] but the model has "
+                    f"{classes} outputs; targets must be class indices below that"
+                )
         value = self._loss(out, y)
         if not isinstance(value, Tensor) or value.numel() != 1:
             raise FuncspaceError("loss must return a scalar tensor (the mean over the batch)")

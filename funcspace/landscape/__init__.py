@@ -20,22 +20,13 @@ convention); a name left out of a given direction counts as zero. BatchNorm runn
 are never moved: they stay the model's (``batchnorm="fixed"``) or are recalibrated at every
 point (``batchnorm="recalibrate"``).
 
-Evaluation keywords
--------------------
-:func:`line`, :func:`plane` and :func:`interpolate` take the same keyword arguments for how
-their points are measured, all passed to :func:`funcspace.evaluation.evaluate_affine`:
-
-metrics : sequence of str, default ("error", "loss")
-    What the engine measures at every point (one name alone is allowed).
-split : str, default "train"
-    Which split of a :class:`~funcspace.data.Dataset` ``data`` to measure on.
-batch_size, chunk : int or None, default None
-    Inputs per data batch and points per batched pass (None: the engine's defaults).
-batchnorm : {"fixed", "recalibrate"}, default "fixed"
-    Keep the model's BatchNorm statistics at every point, or recompute them per point.
-**options
-    Any other keyword of :func:`~funcspace.evaluation.evaluate_affine`: ``strategy``,
-    ``reuse_first_layer``, ``recalibration_data``, ...
+How points are measured
+-----------------------
+:func:`line`, :func:`plane` and :func:`interpolate` take ``settings=``, a
+:class:`funcspace.evaluation.Settings` (metrics, split, batch size, chunk, BatchNorm handling,
+recalibration data, strategy); the default measures error and loss on the training split. The
+separate evaluation keywords of earlier versions (``metrics=``, ``split=``, ...) still work,
+with a ``DeprecationWarning``, for one release.
 """
 
 from .directions import Ignore, Normalization, normalize_direction, random_direction

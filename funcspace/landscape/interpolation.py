@@ -11,10 +11,11 @@ from torch import nn
 
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
+from funcspace.evaluation import Settings
 from funcspace.params import buffers_of, parameters_of
 
 from ._checks import check_count, check_module, check_span
-from ._engine import EvaluationKeywords
+from ._engine import landscape_settings, meta_of, run
 from .results import Slice1D
 
 
@@ -42,7 +43,8 @@ def interpolate(
     *,
     layers: Sequence[str] | None = None,
     span: tuple[float, float] = (0.0, 1.0),
-    **evaluation: Any,
+    settings: Settings | None = None,
+    **deprecated: Any,
 ) -> Slice1D:
     """Metrics along the straight path ``(1 - t) a + t b`` (Vlaar & Frankle 2022).
 
@@ -62,9 +64,12 @@ def interpolate(
         The modules or parameters to interpolate; None for all.
     span : (float, float)
         Range of ``t``.
-    **evaluation
-        ``metrics``, ``split``, ``batch_size``, ``chunk``, ``batchnorm``, ...: the evaluation
-        keywords of :mod:`funcspace.landscape`.
+    settings : Settings, optional
+        How every point is measured (:class:`funcspace.evaluation.Settings`: metrics, split,
+        batch size, BatchNorm handling, ...); default error and loss on the training split.
+    **deprecated
+        The evaluation keywords of earlier versions (``metrics=``, ``split=``, ...): use
+        ``settings``.
 
     Returns
     -------
@@ -91,7 +96,7 @@ def interpolate(
     check_module("b", b)
     check_count("points", points, 2)
     low, high = check_span("span", span)
-    engine = EvaluationKeywords.from_keywords(evaluation)
+    settings = landscape_settings(settings, deprecated, "interpolate")
     pa, pb = parameters_of(a), parameters_of(b)
     if pa.keys() != pb.keys():
         raise FuncspaceError("a and b have different parameter names: not one architecture")
@@ -101,7 +106,7 @@ def interpolate(
                 f"a and b differ in {name!r}: shape {tuple(pa[name].shape)} vs "
                 f"{tuple(pb[name].shape)}"
             )
-    if engine.batchnorm == "fixed":
+    if settings.batchnorm == "fixed":
         ba, bb = buffers_of(a), buffers_of(b)
         differ = [
             n
@@ -111,13 +116,14 @@ def interpolate(
         if differ:
             raise FuncspaceError(
                 f"a and b have different BatchNorm statistics ({differ[0]!r}, ...); with "
-                "batchnorm='fixed' the whole path would use a's. Pass batchnorm='recalibrate'"
+                "batchnorm='fixed' the whole path would use a's. Pass "
+                "settings=Settings(batchnorm='recalibrate')"
             )
     chosen = set(pa) if layers is None else _layer_mask(list(pa), layers)
     direction = {
         n: (pb[n].to(pa[n]) - pa[n]) if n in chosen else torch.zeros_like(pa[n]) for n in pa
     }
     ts = np.linspace(low, high, points)
-    values = engine.run(a, pa, [direction], [ts], data)
+    values = run(a, pa, [direction], [ts], data, settings)
     meta = {"kind": "interpolation", "layers": None if layers is None else list(layers)}
-    return Slice1D(ts, values, (direction,), meta | engine.meta)
+    return Slice1D(ts, values, (direction,), meta | meta_of(settings))

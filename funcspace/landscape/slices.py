@@ -13,10 +13,11 @@ from torch import nn
 
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
+from funcspace.evaluation import Settings
 from funcspace.params import Params, parameters_of
 
 from ._checks import check_count, check_generator, check_module, check_span, complete
-from ._engine import EvaluationKeywords
+from ._engine import landscape_settings, meta_of, run
 from .directions import Ignore, Normalization, random_direction
 from .results import Slice1D, Slice2D, TrajectoryPCA
 
@@ -50,7 +51,8 @@ def line(
     seed: int | torch.Generator = 0,
     normalization: Normalization = "filter",
     ignore: Ignore = "biasbn",
-    **evaluation: Any,
+    settings: Settings | None = None,
+    **deprecated: Any,
 ) -> Slice1D:
     """Metrics along the line ``model + t * direction``, ``t`` uniform in ``span``.
 
@@ -69,9 +71,12 @@ def line(
         Number of points (>= 2), endpoints included.
     seed, normalization, ignore
         For a random direction, as in :func:`random_direction`.
-    **evaluation
-        ``metrics``, ``split``, ``batch_size``, ``chunk``, ``batchnorm``, ...: the evaluation
-        keywords of :mod:`funcspace.landscape`.
+    settings : Settings, optional
+        How every point is measured (:class:`funcspace.evaluation.Settings`: metrics, split,
+        batch size, BatchNorm handling, ...); default error and loss on the training split.
+    **deprecated
+        The evaluation keywords of earlier versions (``metrics=``, ``split=``, ...): use
+        ``settings``.
 
     Returns
     -------
@@ -94,7 +99,7 @@ def line(
     check_module("model", model)
     low, high = check_span("span", span)
     check_count("points", points, 2)
-    engine = EvaluationKeywords.from_keywords(evaluation)
+    settings = landscape_settings(settings, deprecated, "line")
     origin = parameters_of(model)
     if direction is None:
         (direction,), meta = _random(model, 1, seed, normalization, ignore)
@@ -102,8 +107,8 @@ def line(
         direction = complete(direction, origin, "direction")
         meta = {"directions": "given"}
     ts = np.linspace(low, high, points)
-    values = engine.run(model, origin, [direction], [ts], data)
-    return Slice1D(ts, values, (direction,), meta | {"kind": "line"} | engine.meta)
+    values = run(model, origin, [direction], [ts], data, settings)
+    return Slice1D(ts, values, (direction,), meta | {"kind": "line"} | meta_of(settings))
 
 
 def plane(
@@ -116,7 +121,8 @@ def plane(
     seed: int | torch.Generator = 0,
     normalization: Normalization = "filter",
     ignore: Ignore = "biasbn",
-    **evaluation: Any,
+    settings: Settings | None = None,
+    **deprecated: Any,
 ) -> Slice2D:
     """Metrics on the plane ``model + x * d1 + y * d2`` over a grid (one batched evaluation).
 
@@ -139,9 +145,12 @@ def plane(
         grid point on the model itself.
     seed, normalization, ignore
         For random directions, as in :func:`random_direction`.
-    **evaluation
-        ``metrics``, ``split``, ``batch_size``, ``chunk``, ``batchnorm``, ...: the evaluation
-        keywords of :mod:`funcspace.landscape`.
+    settings : Settings, optional
+        How every point is measured (:class:`funcspace.evaluation.Settings`: metrics, split,
+        batch size, BatchNorm handling, ...); default error and loss on the training split.
+    **deprecated
+        The evaluation keywords of earlier versions (``metrics=``, ``split=``, ...): use
+        ``settings``.
 
     Returns
     -------
@@ -167,7 +176,7 @@ def plane(
         raise FuncspaceError(f"resolution must be a pair (nx, ny), got {resolution!r}")
     nx = check_count("resolution[0]", resolution[0], 2)
     ny = check_count("resolution[1]", resolution[1], 2)
-    engine = EvaluationKeywords.from_keywords(evaluation)
+    settings = landscape_settings(settings, deprecated, "plane")
     origin = parameters_of(model)
     if isinstance(directions, TrajectoryPCA):
         pca = directions
@@ -197,9 +206,9 @@ def plane(
     xs = np.linspace(*check_span("span[0]", span[0]), nx)
     ys = np.linspace(*check_span("span[1]", span[1]), ny)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
-    values = engine.run(model, origin, directions, [gx.ravel(), gy.ravel()], data)
+    values = run(model, origin, directions, [gx.ravel(), gy.ravel()], data, settings)
     grids = {m: v.reshape(nx, ny) for m, v in values.items()}
-    meta |= {"kind": "plane"} | engine.meta
+    meta |= {"kind": "plane"} | meta_of(settings)
     return Slice2D(xs, ys, grids, tuple(directions), meta)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from canonicalize import to_torus
 from funcspace.energy import LocalEnergy, local_energy, perturb_on_torus
 from funcspace.errors import FuncspaceError
-from funcspace.evaluation import evaluate
+from funcspace.evaluation import Settings, evaluate
 from funcspace.models import MLP
 
 
@@ -64,9 +64,8 @@ def test_geodesic_base_keeps_the_error_and_preserve_keeps_the_loss(trained):
 def test_deterministic_under_seed_and_independent_of_batching(trained, kind):
     net, data = trained
     a = local_energy(net, data, sigmas=(0.1, 0.3), samples=6, kind=kind, seed=3)
-    b = local_energy(
-        net, data, sigmas=(0.1, 0.3), samples=6, kind=kind, seed=3, strategy="loop", batch_size=64
-    )
+    looped = Settings(strategy="loop", batch_size=64)
+    b = local_energy(net, data, sigmas=(0.1, 0.3), samples=6, kind=kind, seed=3, settings=looped)
     c = local_energy(net, data, sigmas=(0.1, 0.3), samples=6, kind=kind, seed=4)
     np.testing.assert_array_equal(a.perturbed["error"], b.perturbed["error"])
     np.testing.assert_allclose(a.perturbed["loss"], b.perturbed["loss"], rtol=1e-5, atol=1e-7)

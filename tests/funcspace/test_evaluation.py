@@ -14,7 +14,7 @@ from torch import nn
 
 from funcspace.data import Dataset
 from funcspace.errors import FuncspaceError
-from funcspace.evaluation import Evaluation, Evaluator, evaluate, evaluate_affine
+from funcspace.evaluation import Evaluation, Evaluator, Settings, evaluate, evaluate_affine
 from funcspace.models import CNN, MLP, lenet
 from funcspace.params import from_params, stack
 from tests.strategies import models as random_models
@@ -264,7 +264,8 @@ def test_float32_model_with_float64_inputs_and_metric_subset():
     with pytest.raises(FuncspaceError, match="not computed"):
         result.loss  # noqa: B018
     as_dict = result.to_dict()
-    assert as_dict["error"] == [pytest.approx(expected)] and as_dict["strategy"] == "stacked"
+    assert as_dict["values"]["error"] == [pytest.approx(expected)]
+    assert as_dict["strategy"] == "stacked" and as_dict["settings"]["metrics"] == ["error"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -427,12 +428,14 @@ def test_evaluator_reused_across_calls_equals_the_functions(family):
             for strategy in ("auto", "loop"):
                 options = dict(strategy=strategy, batch_size=16, batchnorm="recalibrate")
                 assert_same(
-                    evaluator.evaluate(models, (x, y), **options),
+                    evaluator.evaluate(models, (x, y), Settings(**options)),
                     evaluate(models, (x, y), **options),
                 )
         for chunk in (None, 3):
             assert_same(
-                evaluator.evaluate_affine(origin, directions, coefficients, (x, y), chunk=chunk),
+                evaluator.evaluate_affine(
+                    origin, directions, coefficients, (x, y), Settings(chunk=chunk)
+                ),
                 evaluate_affine(net, origin, directions, coefficients, (x, y), chunk=chunk),
             )
     assert evaluator.template is net

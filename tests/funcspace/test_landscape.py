@@ -18,7 +18,7 @@ from torch import nn  # noqa: E402
 
 from funcspace import landscape, plots  # noqa: E402
 from funcspace.errors import FuncspaceError  # noqa: E402
-from funcspace.evaluation import evaluate  # noqa: E402
+from funcspace.evaluation import Settings, evaluate  # noqa: E402
 from funcspace.landscape import (  # noqa: E402
     Slice1D,
     Slice2D,
@@ -412,31 +412,28 @@ def test_module_surface():
 
 def test_plane_is_one_batched_evaluate_affine_call(monkeypatch):
     calls = []
-    real = landscape._engine.evaluate_affine
 
-    def counting(*args, **kwargs):
-        calls.append(args[3].shape)
-        return real(*args, **kwargs)
+    class Counting(landscape._engine.Evaluator):
+        def evaluate_affine(self, origin, directions, coefficients, *args, **kwargs):
+            calls.append(coefficients.shape)
+            return super().evaluate_affine(origin, directions, coefficients, *args, **kwargs)
 
-    monkeypatch.setattr(landscape._engine, "evaluate_affine", counting)
+    monkeypatch.setattr(landscape._engine, "Evaluator", Counting)
     plane(_mlp(), _data(), resolution=(4, 3))
     assert calls == [torch.Size([12, 2])]
 
 
-@pytest.mark.parametrize("reuse", [True, False])
-def test_plane_of_a_conv_bn_net_equals_slow_loop(reuse):
+def test_plane_of_a_conv_bn_net_equals_slow_loop():
     net = _conv_bn_net().double()
     gen = torch.Generator().manual_seed(3)
     data = (
         torch.randn(20, 1, 6, 6, generator=gen, dtype=torch.float64),
         torch.randint(0, 2, (20,), generator=gen),
     )
-    s = plane(net, data, resolution=(3, 2), seed=1, reuse_first_layer=reuse)
+    s = plane(net, data, resolution=(3, 2), seed=1)
     _assert_plane_equals_slow_loop(s, net, data)
-    if not reuse:
-        return
     recalibrated = plane(
-        net, data, resolution=(3, 2), seed=1, batchnorm="recalibrate", reuse_first_layer=reuse
+        net, data, resolution=(3, 2), seed=1, settings=Settings(batchnorm="recalibrate")
     )
     assert recalibrated.meta["batchnorm"] == "recalibrate"
     assert np.isfinite(recalibrated.values["loss"]).all()

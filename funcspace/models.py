@@ -22,6 +22,9 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from funcspace._validate import check_choice, check_fraction, check_int
+from funcspace.errors import FuncspaceError
+
 __all__ = [
     "ACTIVATIONS",
     "CNN",
@@ -43,47 +46,29 @@ _POOLS = ("max", "avg")
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_widths(name: str, widths: object) -> tuple[int, ...]:
     if isinstance(widths, (int, str)) or not isinstance(widths, Sequence):
-        raise ValueError(f"{name} must be a sequence of positive integers, got {widths!r}")
+        raise FuncspaceError(f"{name} must be a sequence of positive integers, got {widths!r}")
     for i, w in enumerate(widths):
         if isinstance(w, bool) or not isinstance(w, int) or w < 1:
-            raise ValueError(
+            raise FuncspaceError(
                 f"{name}[{i}] must be a positive integer, got {w!r} (in {name}={widths!r})"
             )
     return tuple(widths)
 
 
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-    return value  # type: ignore[return-value]
-
-
 def _check_seed(seed: object) -> int | None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        raise FuncspaceError(f"seed must be an integer or None, got {seed!r}")
     return seed
-
-
-def _check_rate(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
-    return float(value)
 
 
 # ------------------------------------------------------------------------ layer helpers
 
 
 def _activation(name: str) -> nn.Module:
-    """Build a fresh activation module; raise ValueError for unknown names."""
-    _check_choice("activation", name, ACTIVATIONS)
+    """Build a fresh activation module; raise FuncspaceError for unknown names."""
+    check_choice("activation", name, ACTIVATIONS)
     if name == "relu":
         return nn.ReLU()
     if name == "leaky_relu":
@@ -135,7 +120,7 @@ def _reinit_(module: nn.Module, seed: int) -> None:
             sub.reset_parameters()
         elif any(True for _ in sub.parameters(recurse=False)):
             # No silent fall-back: a parameter we cannot seed would break reproducibility.
-            raise TypeError(
+            raise FuncspaceError(
                 f"cannot seed parameters of {type(sub).__name__}; "
                 "only Linear, Conv1d/2d and BatchNorm1d/2d are supported"
             )
@@ -168,7 +153,7 @@ class MLP(nn.Module):
 
     Raises
     ------
-    ValueError
+    FuncspaceError
         If a size is not a positive integer, the activation is unknown or dropout is outside
         ``[0, 1)``.
 
@@ -193,11 +178,11 @@ class MLP(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
+        self.in_features = check_int("in_features", in_features)
         self.widths = _check_widths("widths", widths)
-        self.n_classes = _check_int("n_classes", n_classes)
-        self.activation = _check_choice("activation", activation, ACTIVATIONS)
-        self.dropout = _check_rate("dropout", dropout)
+        self.n_classes = check_int("n_classes", n_classes)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
+        self.dropout = check_fraction("dropout", dropout)
         _check_seed(seed)
         with _global_rng_untouched(seed):
             layers: list[nn.Module] = [nn.Flatten()]
@@ -221,7 +206,7 @@ class MLP(nn.Module):
 
 def _normalize_stages(channels: object) -> tuple[tuple[int, ...], ...]:
     if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or not channels:
-        raise ValueError(
+        raise FuncspaceError(
             "channels must be a non-empty sequence whose entries are positive integers "
             f"(one conv per stage) or sequences of them (several convs per stage), got {channels!r}"
         )
@@ -229,10 +214,10 @@ def _normalize_stages(channels: object) -> tuple[tuple[int, ...], ...]:
     for i, stage in enumerate(channels):
         if isinstance(stage, Sequence) and not isinstance(stage, str):
             if not stage:
-                raise ValueError(f"channels[{i}] is an empty stage; give at least one width")
+                raise FuncspaceError(f"channels[{i}] is an empty stage; give at least one width")
             stages.append(_check_widths(f"channels[{i}]", stage))
         else:
-            stages.append((_check_int(f"channels[{i}]", stage),))
+            stages.append((check_int(f"channels[{i}]", stage),))
     return tuple(stages)
 
 
@@ -271,7 +256,7 @@ class CNN(nn.Module):
 
     Raises
     ------
-    ValueError
+    FuncspaceError
         If a size is not a positive integer, a name is unknown, or ``image_size`` is too small
         for the number of stages.
 
@@ -296,14 +281,14 @@ class CNN(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels)
-        self.image_size = _check_int("image_size", image_size)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.image_size = check_int("image_size", image_size)
         self.channels = _normalize_stages(channels)
-        self.kernel_size = _check_int("kernel_size", kernel_size)
+        self.kernel_size = check_int("kernel_size", kernel_size)
         self.hidden = _check_widths("hidden", hidden)
-        self.n_classes = _check_int("n_classes", n_classes)
-        self.pool = _check_choice("pool", pool, _POOLS)
-        self.activation = _check_choice("activation", activation, ACTIVATIONS)
+        self.n_classes = check_int("n_classes", n_classes)
+        self.pool = check_choice("pool", pool, _POOLS)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
         _check_seed(seed)
         padding = self.kernel_size // 2
         size = self.image_size
@@ -312,7 +297,7 @@ class CNN(nn.Module):
                 size = _conv_out(size, self.kernel_size, padding)
             size //= 2
             if size < 1:
-                raise ValueError(
+                raise FuncspaceError(
                     f"image_size={image_size} is too small: the feature map vanishes at "
                     f"stage {i} of {len(self.channels)} (kernel_size={kernel_size}); "
                     "use larger images, fewer stages or a smaller kernel"
@@ -416,7 +401,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, width: int, activation: str = "relu", batch_norm: bool = False) -> None:
         super().__init__()
-        _check_int("width", width)
+        check_int("width", width)
         layers: list[nn.Module] = [nn.Linear(width, width)]
         if batch_norm:
             layers.append(nn.BatchNorm1d(width))
@@ -449,7 +434,7 @@ class ResidualMLP(nn.Module):
 
     Raises
     ------
-    ValueError
+    FuncspaceError
         If a size is invalid or the activation is unknown.
 
     Examples
@@ -469,11 +454,11 @@ class ResidualMLP(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
-        self.width = _check_int("width", width)
-        self.depth = _check_int("depth", depth, minimum=0)
-        self.n_classes = _check_int("n_classes", n_classes)
-        self.activation = _check_choice("activation", activation, ACTIVATIONS)
+        self.in_features = check_int("in_features", in_features)
+        self.width = check_int("width", width)
+        self.depth = check_int("depth", depth, minimum=0)
+        self.n_classes = check_int("n_classes", n_classes)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
         _check_seed(seed)
         with _global_rng_untouched(seed):
             self.stem = nn.Sequential(nn.Flatten(), nn.Linear(self.in_features, self.width))
@@ -510,9 +495,9 @@ class BasicBlock(nn.Module):
         self, in_channels: int, out_channels: int, stride: int = 1, batch_norm: bool = True
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels)
-        _check_int("out_channels", out_channels)
-        _check_int("stride", stride)
+        check_int("in_channels", in_channels)
+        check_int("out_channels", out_channels)
+        check_int("stride", stride)
         norm: Callable[[int], nn.Module] = nn.BatchNorm2d if batch_norm else lambda _: nn.Identity()
         self.main = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=not batch_norm),
@@ -558,7 +543,7 @@ class ResNet(nn.Module):
 
     Raises
     ------
-    ValueError
+    FuncspaceError
         If a size is not a positive integer or ``widths`` is empty.
 
     Examples
@@ -577,12 +562,12 @@ class ResNet(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels)
-        self.n_classes = _check_int("n_classes", n_classes)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.n_classes = check_int("n_classes", n_classes)
         self.widths = _check_widths("widths", widths)
         if not self.widths:
-            raise ValueError("widths must name at least one stage, got an empty sequence")
-        self.blocks_per_stage = _check_int("blocks_per_stage", blocks_per_stage)
+            raise FuncspaceError("widths must name at least one stage, got an empty sequence")
+        self.blocks_per_stage = check_int("blocks_per_stage", blocks_per_stage)
         _check_seed(seed)
         with _global_rng_untouched(seed):
             c0 = self.widths[0]
@@ -642,7 +627,7 @@ def build(name: str, **kwargs: object) -> nn.Module:
 
     Raises
     ------
-    ValueError
+    FuncspaceError
         If ``name`` is unknown, or the constructor rejects an argument's value.
     TypeError
         If a keyword is not a parameter of the constructor.
@@ -655,7 +640,7 @@ def build(name: str, **kwargs: object) -> nn.Module:
     try:
         constructor = _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise FuncspaceError(
             f"unknown model {name!r}; known models are: {', '.join(sorted(_REGISTRY))}"
         ) from None
     return constructor(**kwargs)

@@ -2,12 +2,14 @@
 
 Every function builds a :class:`matplotlib.figure.Figure` directly, without ``pyplot``: no
 window opens, no global figure state is touched, and it works under any backend (Agg
-included). Save it with ``fig.savefig("plane.png")``; in a notebook it displays as usual.
-Non-finite values are refused rather than quietly left out of a plot.
+included). Or pass ``ax=`` (one Axes, or one per panel) to draw into a figure of your own and
+compose several plots. Save with ``fig.savefig("plane.png")``; in a notebook it displays as
+usual. Non-finite values are refused rather than quietly left out of a plot.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,11 +18,15 @@ import numpy as np
 from funcspace.errors import FuncspaceError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from funcspace.landscape import Slice1D, Slice2D, TrajectoryPCA
 
+    AxesArg = Axes | Sequence[Axes] | np.ndarray | None
+
 _AXES_SIZE = (4.0, 3.2)
+_MAX_LABELLED_LEVELS = 6
 
 
 def _new_figure(panels: int, figsize: tuple[float, float] | None) -> Figure:
@@ -34,6 +40,41 @@ def _new_figure(panels: int, figsize: tuple[float, float] | None) -> Figure:
     if figsize is None:
         figsize = (_AXES_SIZE[0] * panels, _AXES_SIZE[1])
     return Figure(figsize=figsize, layout="constrained")
+
+
+def _panels(
+    ax: AxesArg,
+    chosen: Sequence[str],
+    figsize: tuple[float, float] | None,
+    projection: str | None = None,
+) -> tuple[Figure, list[Axes]]:
+    """The figure and one Axes per metric: new ones, or those of ``ax`` after checking them."""
+    count = len(chosen)
+    if ax is None:
+        fig = _new_figure(count, figsize)
+        return fig, [fig.add_subplot(1, count, k + 1, projection=projection) for k in range(count)]
+    from matplotlib.axes import Axes
+
+    if figsize is not None:
+        raise FuncspaceError("figsize only sizes a new figure; with ax=, size ax's figure")
+    axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != count:
+        raise FuncspaceError(
+            f"ax must be {count} Axes, one per metric ({', '.join(chosen)}); got {len(axes)}"
+        )
+    for a in axes:
+        if not isinstance(a, Axes):
+            raise FuncspaceError(f"ax must hold matplotlib Axes, got {type(a).__name__}")
+    if len({id(a.figure) for a in axes}) > 1:
+        raise FuncspaceError("the Axes in ax must all belong to the same figure")
+    three_d = projection == "3d"
+    if any((a.name == "3d") != three_d for a in axes):
+        raise FuncspaceError(
+            "surface panels need 3-D Axes (add_subplot(projection='3d'))"
+            if three_d
+            else "these panels need 2-D Axes, not 3-D ones"
+        )
+    return axes[0].figure, axes
 
 
 def _pick(available: Sequence[str], metrics: str | Sequence[str] | None, what: str) -> list[str]:
@@ -65,50 +106,72 @@ def _finite(values: np.ndarray, metric: str, what: str) -> np.ndarray:
 
 
 def plot_line(
-    slice1d: Slice1D,
+    slice1d: Slice1D | Mapping[str, Slice1D],
     metrics: str | Sequence[str] | None = None,
     *,
+    ax: AxesArg = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """One panel per metric of a 1-D slice (:func:`~funcspace.landscape.line` or
-    :func:`~funcspace.landscape.interpolate`).
+    """One panel per metric of 1-D slices (:func:`~funcspace.landscape.line` or
+    :func:`~funcspace.landscape.interpolate`), several slices overlaid with a legend.
 
     Parameters
     ----------
-    slice1d : Slice1D
+    slice1d : Slice1D or dict of label -> Slice1D
+        One slice, or several (``{"SGD": s1, "ADV": s2}``) drawn as labelled curves on the
+        same panels; all must have the chosen metrics.
     metrics : str, sequence of str, or None
-        Which metrics to draw (None: all of them, in the slice's order).
+        Which metrics to draw (None: all those of the first slice, in its order).
+    ax : Axes, sequence of Axes, or None
+        Draw into these, one per metric (None: a new figure).
     figsize : (float, float) or None
-        Figure size in inches (default: 4 x 3.2 per panel).
+        Size of a new figure in inches (default: 4 x 3.2 per panel).
 
     Returns
     -------
     matplotlib.figure.Figure
-        One Axes per metric.
+        The new figure (one Axes per metric), or that of ``ax``.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from matplotlib.figure import Figure
     >>> from funcspace.landscape import Slice1D
     >>> t = np.linspace(-1, 1, 5)
-    >>> fig = plot_line(Slice1D(t, {"error": t**2, "loss": 2 * t**2}, ()))
-    >>> len(fig.axes)
+    >>> s = Slice1D(t, {"error": t**2, "loss": 2 * t**2}, ())
+    >>> len(plot_line(s).axes)
     2
+    >>> fig = Figure()
+    >>> plot_line({"a": s, "b": Slice1D(t, {"loss": t**4}, ())}, "loss", ax=fig.subplots()) is fig
+    True
     """
-    chosen = _pick(list(slice1d.values), metrics, "slice")
-    fig = _new_figure(len(chosen), figsize)
-    interpolation = slice1d.meta.get("kind") == "interpolation"
-    axes = fig.subplots(1, len(chosen), squeeze=False)[0]
-    for ax, metric in zip(axes, chosen, strict=True):
-        values = _finite(slice1d.values[metric], metric, "the slice")
-        ax.plot(slice1d.coordinates, values, marker=".", color="C0")
+    slices = dict(slice1d) if isinstance(slice1d, Mapping) else {None: slice1d}
+    if not slices:
+        raise FuncspaceError("nothing to plot: no slices")
+    what = {label: "the slice" if label is None else f"slice {label!r}" for label in slices}
+    for label, s in slices.items():
+        if not isinstance(getattr(s, "values", None), Mapping) or not hasattr(s, "coordinates"):
+            raise FuncspaceError(f"{what[label]} must be a Slice1D, got {type(s).__name__}")
+    first = next(iter(slices))
+    chosen = _pick(list(slices[first].values), metrics, what[first])
+    for label, s in slices.items():
+        _pick(list(s.values), chosen, what[label])
+    fig, axes = _panels(ax, chosen, figsize)
+    interpolation = all(s.meta.get("kind") == "interpolation" for s in slices.values())
+    for a, metric in zip(axes, chosen, strict=True):
+        for index, (label, s) in enumerate(slices.items()):
+            values = _finite(s.values[metric], metric, what[label])
+            a.plot(s.coordinates, values, marker=".", color=f"C{index}", label=label)
         if interpolation:
-            ax.set_xlabel("t (a at 0, b at 1)")
+            a.set_xlabel("t (a at 0, b at 1)")
         else:
-            ax.axvline(0.0, color="0.6", linewidth=0.8, linestyle=":")
-            ax.set_xlabel("step along the direction")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
+            a.axvline(0.0, color="0.6", linewidth=0.8, linestyle=":")
+            a.set_xlabel("step along the direction")
+        a.set_ylabel(metric)
+        a.set_title(metric)
+        a.grid(alpha=0.3)
+        if len(slices) > 1:
+            a.legend(fontsize=8)
     return fig
 
 
@@ -122,6 +185,17 @@ def _trajectory_xy(trajectory: TrajectoryPCA | np.ndarray | Sequence) -> np.ndar
     return _finite(xy, "coordinates", "the trajectory")
 
 
+def _level_labels(levels: np.ndarray) -> dict[float, str]:
+    """At most ``_MAX_LABELLED_LEVELS`` evenly spread levels, as the shortest distinct text."""
+    step = max(1, math.ceil(len(levels) / _MAX_LABELLED_LEVELS))
+    chosen = levels[step // 2 :: step]
+    for digits in range(2, 8):
+        text = [f"{v:.{digits}g}" for v in chosen]
+        if len(set(text)) == len(text):
+            break
+    return dict(zip(chosen.tolist(), text, strict=True))
+
+
 def plot_plane(
     slice2d: Slice2D,
     kind: Literal["contour", "surface"] = "contour",
@@ -130,15 +204,17 @@ def plot_plane(
     metrics: str | Sequence[str] | None = None,
     levels: int | Sequence[float] = 20,
     log: bool = False,
+    ax: AxesArg = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """One panel per metric of a 2-D slice: labelled contours or a 3-D surface.
+    """One panel per metric of a 2-D slice: contours with a colorbar, or a 3-D surface.
 
     Parameters
     ----------
     slice2d : Slice2D
     kind : {"contour", "surface"}
-        Contour lines with labels, or a 3-D surface.
+        Contour lines (a few levels labelled inline, a colorbar beside the panel), or a 3-D
+        surface.
     trajectory : TrajectoryPCA, (points, 2) array, or None
         Coordinates drawn on top (a line from a circle at the start to a star at the end; on
         a surface, on the floor of the plot). Use the slice made with ``directions=pca``
@@ -146,16 +222,19 @@ def plot_plane(
     metrics : str, sequence of str, or None
         Which metrics to draw (None: all).
     levels : int or sequence of float
-        Contour levels (count or values).
+        Contour levels (count or values); at most six of them are labelled.
     log : bool
         Draw ``log10`` of the values (all must be positive), as loss planes often are.
+    ax : Axes, sequence of Axes, or None
+        Draw into these, one per metric (3-D Axes for ``"surface"``; None: a new figure).
     figsize : (float, float) or None
-        Figure size in inches.
+        Size of a new figure in inches (default: 4 x 3.2 per panel).
 
     Returns
     -------
     matplotlib.figure.Figure
-        One Axes per metric (3-D axes for ``"surface"``).
+        The new figure (one Axes per metric, each contour panel's colorbar an inset of it),
+        or that of ``ax``.
 
     Examples
     --------
@@ -164,48 +243,48 @@ def plot_plane(
     >>> x = y = np.linspace(-1, 1, 5)
     >>> bowl = np.add.outer(x**2, y**2)
     >>> fig = plot_plane(Slice2D(x, y, {"loss": bowl}, ()), trajectory=[[1, 1], [0.5, 0], [0, 0]])
-    >>> len(fig.axes)
-    1
+    >>> len(fig.axes), fig.axes[0].collections[0].colorbar.ax.get_ylabel()
+    (1, 'loss')
     """
     if kind not in ("contour", "surface"):
         raise FuncspaceError(f"unknown kind {kind!r}; choose 'contour' or 'surface'")
     chosen = _pick(list(slice2d.values), metrics, "slice")
     xy = None if trajectory is None else _trajectory_xy(trajectory)
-    fig = _new_figure(len(chosen), figsize)
+    values = {m: _finite(slice2d.values[m], m, "the slice") for m in chosen}
+    if log:
+        for metric, z in values.items():
+            if (z <= 0).any():
+                raise FuncspaceError(f"log=True needs positive values; {metric!r} has some <= 0")
+    fig, axes = _panels(ax, chosen, figsize, "3d" if kind == "surface" else None)
     gx, gy = np.meshgrid(slice2d.x, slice2d.y, indexing="ij")
     axis_labels = ["direction 1", "direction 2"]
     ratio = slice2d.meta.get("explained_variance_ratio")
     if slice2d.meta.get("directions") == "pca" and ratio is not None:
         axis_labels = [f"PC {k + 1} ({100 * r:.1f}% of variance)" for k, r in enumerate(ratio)]
-    for index, metric in enumerate(chosen, start=1):
-        z = _finite(slice2d.values[metric], metric, "the slice")
+    for a, (metric, z) in zip(axes, values.items(), strict=True):
         label = metric
         if log:
-            if (z <= 0).any():
-                raise FuncspaceError(f"log=True needs positive values; {metric!r} has some <= 0")
             z, label = np.log10(z), f"log10 {metric}"
         if kind == "contour":
-            ax = fig.add_subplot(1, len(chosen), index)
-            lines = ax.contour(gx, gy, z, levels=levels, cmap="viridis", linewidths=0.9)
-            ax.clabel(lines, inline=True, fontsize=7, fmt="%.3g")
-            ax.set_aspect("auto")
+            lines = a.contour(gx, gy, z, levels=levels, cmap="viridis", linewidths=0.9)
+            labels = _level_labels(np.asarray(lines.levels))
+            a.clabel(lines, list(labels), inline=True, fontsize=7, fmt=labels)
+            colorbar = fig.colorbar(lines, cax=a.inset_axes((1.04, 0.0, 0.05, 1.0)))
+            colorbar.set_label(label)
             if xy is not None:
-                ax.plot(xy[:, 0], xy[:, 1], color="C3", linewidth=1.2, marker=".", markersize=3)
-                ax.plot(*xy[0], marker="o", color="C3", linestyle="none", label="start")
-                ax.plot(
-                    *xy[-1], marker="*", color="k", markersize=10, linestyle="none", label="end"
-                )
-                ax.legend(loc="best", fontsize=7)
+                a.plot(xy[:, 0], xy[:, 1], color="C3", linewidth=1.2, marker=".", markersize=3)
+                a.plot(*xy[0], marker="o", color="C3", linestyle="none", label="start")
+                a.plot(*xy[-1], marker="*", color="k", markersize=10, linestyle="none", label="end")
+                a.legend(loc="best", fontsize=7)
         else:
-            ax = fig.add_subplot(1, len(chosen), index, projection="3d")
-            ax.plot_surface(gx, gy, z, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
-            ax.set_zlabel(label)
+            a.plot_surface(gx, gy, z, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
+            a.set_zlabel(label)
             if xy is not None:
                 floor = np.full(len(xy), z.min())
-                ax.plot(xy[:, 0], xy[:, 1], floor, color="C3", linewidth=1.2)
-        ax.set_title(label)
-        ax.set_xlabel(axis_labels[0])
-        ax.set_ylabel(axis_labels[1])
+                a.plot(xy[:, 0], xy[:, 1], floor, color="C3", linewidth=1.2)
+        a.set_title(label)
+        a.set_xlabel(axis_labels[0])
+        a.set_ylabel(axis_labels[1])
     return fig
 
 
@@ -225,6 +304,7 @@ def plot_local_energy(
     result: Any,
     metrics: str | Sequence[str] | None = None,
     *,
+    ax: AxesArg = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
     """Local energy as a curve over sigma, with its spread (mean +- one standard deviation).
@@ -237,13 +317,15 @@ def plot_local_energy(
         several (``{"SGD": r1, "ADV": r2}``) draws one labelled curve each on the same panels.
     metrics : str, sequence of str, or None
         Which metrics to draw (None: those of the first result).
+    ax : Axes, sequence of Axes, or None
+        Draw into these, one per metric (None: a new figure).
     figsize : (float, float) or None
-        Figure size in inches.
+        Size of a new figure in inches (default: 4 x 3.2 per panel).
 
     Returns
     -------
     matplotlib.figure.Figure
-        One Axes per metric.
+        The new figure (one Axes per metric), or that of ``ax``.
 
     Examples
     --------
@@ -260,9 +342,8 @@ def plot_local_energy(
     curves = {label: _energy_curves(r, f"result {label!r}") for label, r in results.items()}
     first = next(iter(curves.values()))
     chosen = _pick(list(first[1]), metrics, "local-energy result")
-    fig = _new_figure(len(chosen), figsize)
-    axes = fig.subplots(1, len(chosen), squeeze=False)[0]
-    for ax, metric in zip(axes, chosen, strict=True):
+    fig, axes = _panels(ax, chosen, figsize)
+    for a, metric in zip(axes, chosen, strict=True):
         for index, (label, (sigmas, mean, std)) in enumerate(curves.items()):
             if metric not in mean or metric not in std:
                 raise FuncspaceError(f"result {label!r} has no {metric!r} curve")
@@ -274,13 +355,14 @@ def plot_local_energy(
                     f"{len(sigmas)} sigmas"
                 )
             color = f"C{index}"
-            ax.plot(sigmas, m, marker=".", color=color, label=label)
-            ax.fill_between(sigmas, m - s, m + s, color=color, alpha=0.2, linewidth=0)
-        ax.set_xlabel("sigma (relative noise)")
-        ax.set_ylabel(f"local energy ({metric})")
-        ax.grid(alpha=0.3)
+            a.plot(sigmas, m, marker=".", color=color, label=label)
+            a.fill_between(sigmas, m - s, m + s, color=color, alpha=0.2, linewidth=0)
+        a.set_xlabel("sigma (relative noise)")
+        a.set_ylabel(f"local energy ({metric})")
+        a.set_title(metric)
+        a.grid(alpha=0.3)
         if len(curves) > 1:
-            ax.legend(fontsize=8)
+            a.legend(fontsize=8)
     return fig
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import canonicalize
+from funcspace._validate import check_module, check_size, eval_mode
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 
@@ -34,34 +34,6 @@ _KERNELS = ("linear", "rbf")
 
 
 # --------------------------------------------------------------------------- running models
-
-
-def _check_module(name: str, model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise FuncspaceError(f"{name} must be an nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_batch_size(batch_size: int | None) -> int | None:
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise FuncspaceError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    return batch_size
-
-
-@contextmanager
-def _eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients for the duration; every module's own flag is put back."""
-    flags = [(m, m.training) for model in models for m in model.modules()]
-    try:
-        for model in models:
-            model.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def _placement(model: nn.Module, like: Tensor) -> tuple[torch.device, torch.dtype | None]:
@@ -99,11 +71,11 @@ def _paired_outputs(
     a: nn.Module, b: nn.Module, data, split: str, batch_size: int | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Both models' outputs batch by batch, checked to have one shape."""
-    _check_module("a", a)
-    _check_module("b", b)
+    check_module("a", a)
+    check_module("b", b)
     inputs = _inputs(data, split)
-    _check_batch_size(batch_size)
-    with _eval_mode(a, b):
+    check_size("batch_size", batch_size)
+    with eval_mode(a, b), torch.no_grad():
         for x in _batches(inputs, batch_size):
             out_a, out_b = a(_to_model(a, x)), b(_to_model(b, x))
             if not isinstance(out_a, Tensor) or not isinstance(out_b, Tensor):
@@ -302,7 +274,7 @@ def _features(
         handle = module.register_forward_hook(hook)
     rows = []
     try:
-        with _eval_mode(model):
+        with eval_mode(model), torch.no_grad():
             for x in _batches(inputs, batch_size):
                 out = model(_to_model(model, x))
                 if layer is None:
@@ -437,9 +409,9 @@ def cka(
     >>> round(cka(net, net, x, layer_a="1", layer_b="1", debiased=True), 6)
     1.0
     """
-    _check_module("a", a)
-    _check_module("b", b)
-    _check_batch_size(batch_size)
+    check_module("a", a)
+    check_module("b", b)
+    check_size("batch_size", batch_size)
     if kernel not in _KERNELS:
         raise FuncspaceError(f"unknown kernel {kernel!r}; choose one of {', '.join(_KERNELS)}")
     if not threshold > 0:
@@ -524,8 +496,8 @@ def geodesic_distance(
     >>> geodesic_distance(net, random_transform(net, x, seed=1), x) < 1e-5
     True
     """
-    _check_module("a", a)
-    _check_module("b", b)
+    check_module("a", a)
+    check_module("b", b)
     x = _inputs(example_input, split)
     return canonicalize.geodesic_distance(
         canonicalize.to_torus(a, x, output=output),

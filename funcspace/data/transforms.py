@@ -12,14 +12,21 @@ generated set uses, and the global random state is never touched.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import functools
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from funcspace._validate import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative,
+    check_seed,
+)
 from funcspace.data import Dataset, Pair
 from funcspace.errors import DataError
 
@@ -36,43 +43,13 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_seed(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise DataError(f"seed must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _check_fraction(name: str, value: object, *, high_ok: bool = False) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
-    if bad or not (0 <= value <= 1 if high_ok else 0 <= value < 1):
-        interval = "[0, 1]" if high_ok else "[0, 1)"
-        raise DataError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
-
-
-def _check_positive(name: str, value: object) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
-    if bad or not math.isfinite(value) or value < 0:
-        raise DataError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise DataError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise DataError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-    return value  # type: ignore[return-value]
+# the shared checks of funcspace._validate, raising DataError
+_check_int = functools.partial(check_int, error=DataError)
+_check_seed = functools.partial(check_seed, error=DataError)
+_check_fraction = functools.partial(check_fraction, error=DataError)
+_check_positive = functools.partial(check_nonnegative, error=DataError)
+_check_bool = functools.partial(check_bool, error=DataError)
+_check_choice = functools.partial(check_choice, error=DataError)
 
 
 def _check_dtype(value: object) -> torch.dtype:

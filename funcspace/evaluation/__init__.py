@@ -53,18 +53,18 @@ take ``settings=``. Metrics are :class:`funcspace.metrics.Metric` objects (``"er
 ``"loss"``, ``"mse"``, ``"sign_error"`` or your own). When ``"auto"`` picks vmap and
 ``torch.func.vmap`` cannot run the model, the engine logs it and runs the loop.
 
-The package's modules, one job each: ``api`` (the functions), ``evaluator``
-(:class:`Evaluator`), ``settings`` (:class:`Settings`), ``inputs`` (validating networks,
-affine families and data), ``plan`` (the fx trace), ``skeleton`` (tensor-free copies of the
-template), ``points`` (parameter points and buffers), ``job``, ``strategy`` (the ``"auto"``
-rule), ``engine`` (batches, chunks and scores), ``chain`` (the ``"stacked"`` runner),
-``generic`` (the ``"loop"`` / ``"vmap"`` runner) and ``result`` (:class:`Evaluation`).
+The package's modules, one job each: ``evaluator`` (:class:`Evaluator` and the public
+functions), ``settings`` (:class:`Settings`), ``result`` (:class:`Evaluation`), ``points``
+(validating networks, affine families and data; the points and buffers served per chunk),
+``plan`` (the fx trace of the template), ``strategy`` (the contract: the :class:`Job` a
+strategy runs and the ``Runner`` protocol it implements), ``functional`` (the ``"loop"`` /
+``"vmap"`` strategy), ``stacked`` (the ``"stacked"`` strategy) and ``engine`` (the ``"auto"``
+rule, batches, chunks and metric sums).
 """
 
 from funcspace.metrics import DEFAULT_METRICS as METRICS
 
-from .api import evaluate, evaluate_affine
-from .evaluator import Evaluator
+from .evaluator import Evaluator, evaluate, evaluate_affine
 from .result import Evaluation
 from .settings import STRATEGIES, Settings
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from funcspace._validate import check_choice, check_size
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import DEFAULT_METRICS, Metric, PerExample, as_metric, as_metrics
@@ -145,19 +146,6 @@ class Settings:
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.to_dict().items() if v is not None}
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    """Refuse ``value`` unless it is one of ``choices``, naming the option."""
-    if value not in choices:
-        options = ", ".join(map(repr, choices))
-        raise FuncspaceError(f"{name} must be one of {options}; got {value!r}")
-
-
-def check_size(name: str, value: object) -> None:
-    """Refuse anything but a positive integer or None."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise FuncspaceError(f"{name} must be a positive integer or None; got {value!r}")
 
 
 def settings_or_legacy(

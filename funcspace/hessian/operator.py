@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from funcspace._validate import eval_mode, select_parameters
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import Metric, as_loss
@@ -31,37 +31,12 @@ class Operator(Protocol):
     def matvec(self, v: Tensor) -> Tensor: ...
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Evaluate ``model`` in eval mode and give every submodule its own flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _select(model: nn.Module, params: Selection) -> list[str]:
     named = dict(model.named_parameters())
     if params is None:
         chosen = [n for n, p in named.items() if p.requires_grad]
-    elif callable(params) and not isinstance(params, str):
-        chosen = [n for n in named if params(n)]
     else:
-        wanted = [params] if isinstance(params, str) else list(params)
-        chosen = []
-        for w in wanted:
-            hits = [n for n in named if n == w or n.startswith(w + ".")]
-            if not hits:
-                shown = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
-                raise FuncspaceError(
-                    f"params names {w!r}, which is neither a parameter nor a module of the model; "
-                    f"its parameters are: {shown}"
-                )
-            chosen += [n for n in hits if n not in chosen]
-        chosen = [n for n in named if n in chosen]  # the model's order
+        chosen = select_parameters(list(named), params, "params")
     if not chosen:
         raise FuncspaceError(
             "no parameter selected: the model has no trainable parameters or `params` matched "
@@ -215,7 +190,7 @@ class HessianOperator:
 
     def _gradients(self, x: Tensor, y: Tensor) -> list[Tensor | None]:
         state = {**self._fixed, **dict(zip(self.names, self._leaves, strict=True))}
-        with _eval_mode(self._model):
+        with eval_mode(self._model):
             out = functional_call(self._model, state, (x,))
         if isinstance(self._loss, Metric) and self._loss.targets == "class" and len(y):
             classes = out.shape[1] if out.ndim > 1 else 0

@@ -8,10 +8,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from funcspace._validate import check_choice, check_generator, check_module
 from funcspace.errors import FuncspaceError
 from funcspace.params import Params, parameters_of
 
-from ._checks import check_choice, check_generator, check_module, complete
+from ._checks import complete
 
 Normalization = Literal["filter", "layer", "none"]
 Ignore = Literal["biasbn", "none"]
@@ -144,7 +145,7 @@ def random_direction(
     >>> float(d["0.bias"].abs().sum())
     0.0
     """
-    check_module("model", model)
+    check_module("model", model, parameters=True)
     gen = check_generator(seed)
     params = parameters_of(model)
     draw = {}

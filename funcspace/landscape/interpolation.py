@@ -9,30 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from funcspace._validate import check_int, check_module, check_span, select_parameters
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Settings
 from funcspace.params import buffers_of, parameters_of
 
-from ._checks import check_count, check_module, check_span
 from ._engine import landscape_settings, meta_of, run
 from .results import Slice1D
-
-
-def _layer_mask(names: Sequence[str], layers: Sequence[str]) -> set[str]:
-    chosen = set()
-    for layer in layers:
-        if not isinstance(layer, str):
-            raise FuncspaceError(f"layers must be names, got {layer!r}")
-        hits = {n for n in names if n == layer or n.startswith(layer + ".")}
-        if not hits:
-            shown = ", ".join(repr(n) for n in names[:12]) + (", ..." if len(names) > 12 else "")
-            raise FuncspaceError(
-                f"layer {layer!r} matches no parameter; name a module (prefix) or a parameter: "
-                f"{shown}"
-            )
-        chosen |= hits
-    return chosen
 
 
 def interpolate(
@@ -92,9 +76,9 @@ def interpolate(
     >>> path.coordinates.tolist(), float(path.directions[0]["layers.3.weight"].abs().sum())
     ([0.0, 0.25, 0.5, 0.75, 1.0], 0.0)
     """
-    check_module("a", a)
-    check_module("b", b)
-    check_count("points", points, 2)
+    check_module("a", a, parameters=True)
+    check_module("b", b, parameters=True)
+    check_int("points", points, 2)
     low, high = check_span("span", span)
     settings = landscape_settings(settings, deprecated, "interpolate")
     pa, pb = parameters_of(a), parameters_of(b)
@@ -119,7 +103,7 @@ def interpolate(
                 "batchnorm='fixed' the whole path would use a's. Pass "
                 "settings=Settings(batchnorm='recalibrate')"
             )
-    chosen = set(pa) if layers is None else _layer_mask(list(pa), layers)
+    chosen = set(pa) if layers is None else set(select_parameters(list(pa), layers, "layers"))
     direction = {
         n: (pb[n].to(pa[n]) - pa[n]) if n in chosen else torch.zeros_like(pa[n]) for n in pa
     }

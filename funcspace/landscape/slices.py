@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from funcspace._validate import check_generator, check_int, check_module, check_span
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Settings
 from funcspace.params import Params, parameters_of
 
-from ._checks import check_count, check_generator, check_module, check_span, complete
+from ._checks import complete
 from ._engine import landscape_settings, meta_of, run
 from .directions import Ignore, Normalization, random_direction
 from .results import Slice1D, Slice2D, TrajectoryPCA
@@ -96,9 +97,9 @@ def line(
     >>> s.coordinates.tolist(), s.values["loss"].shape
     ([-1.0, -0.5, 0.0, 0.5, 1.0], (5,))
     """
-    check_module("model", model)
+    check_module("model", model, parameters=True)
     low, high = check_span("span", span)
-    check_count("points", points, 2)
+    check_int("points", points, 2)
     settings = landscape_settings(settings, deprecated, "line")
     origin = parameters_of(model)
     if direction is None:
@@ -171,11 +172,11 @@ def plane(
     >>> s.values["error"].shape, s.y.tolist()
     ((5, 3), [-1.0, 0.0, 1.0])
     """
-    check_module("model", model)
+    check_module("model", model, parameters=True)
     if not (isinstance(resolution, Sequence) and len(resolution) == 2):
         raise FuncspaceError(f"resolution must be a pair (nx, ny), got {resolution!r}")
-    nx = check_count("resolution[0]", resolution[0], 2)
-    ny = check_count("resolution[1]", resolution[1], 2)
+    nx = check_int("resolution[0]", resolution[0], 2)
+    ny = check_int("resolution[1]", resolution[1], 2)
     settings = landscape_settings(settings, deprecated, "plane")
     origin = parameters_of(model)
     if isinstance(directions, TrajectoryPCA):

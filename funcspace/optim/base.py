@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from funcspace._validate import eval_mode
 from funcspace.errors import FuncspaceError
 
 SCHEDULES = ("cosine", "constant")
@@ -71,14 +72,12 @@ def error_and_loss(
     >>> 0 <= error <= 1 and loss > 0
     True
     """
-    was_training = model.training
-    model.eval()
     wrong, total = 0, 0.0
-    for x, y in zip(inputs.split(chunk), targets.split(chunk), strict=True):
-        out = model(x)
-        wrong += int((out.argmax(dim=1) != y).sum())
-        total += float(F.cross_entropy(out, y, reduction="sum"))
-    model.train(was_training)
+    with eval_mode(model):  # every submodule's own mode is given back, also on an error
+        for x, y in zip(inputs.split(chunk), targets.split(chunk), strict=True):
+            out = model(x)
+            wrong += int((out.argmax(dim=1) != y).sum())
+            total += float(F.cross_entropy(out, y, reduction="sum"))
     return wrong / len(targets), total / len(targets)
 
 

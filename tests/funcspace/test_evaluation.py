@@ -506,3 +506,30 @@ def test_errors_name_the_problem():
         evaluate_affine(net, origin, [{"nope": torch.zeros(1)}], coefficients[:, :1], (x, y))
     with pytest.raises(FuncspaceError, match="missing"):
         evaluate_affine(net, {}, directions, coefficients, (x, y))
+
+
+class _ItemInForward(nn.Module):
+    """A model vmap cannot batch: forward reads a value with ``.item()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        scale = 1.0 + 0.0 * self.fc.weight.abs().max().item()
+        return self.fc(x) * scale
+
+
+def test_auto_falls_back_to_the_loop_when_vmap_cannot_run_the_model(caplog):
+    torch.manual_seed(0)
+    nets = [_ItemInForward().double() for _ in range(3)]
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    with caplog.at_level("INFO", logger="funcspace.evaluation.engine"):
+        result = evaluate(nets, (x, y), strategy="auto")
+    assert result.strategy == "loop"
+    assert any("vmap could not run" in r.getMessage() for r in caplog.records)
+    with torch.no_grad():
+        expected = [F.cross_entropy(net(x), y).item() for net in nets]
+    np.testing.assert_allclose(result.loss, expected, rtol=1e-12)
+    with pytest.raises(FuncspaceError, match="vmap cannot run _ItemInForward"):
+        evaluate(nets, (x, y), strategy="vmap")

@@ -1,4 +1,4 @@
-"""The ``"loop"`` and ``"vmap"`` runner: ``functional_call`` on any model of the architecture.
+"""The functional strategy (``"loop"`` and ``"vmap"``): ``functional_call`` on any model.
 
 The model runs as a meta-device skeleton of the template (no tensors copied): one call per
 point (``"loop"``), or ``torch.func.vmap`` over a chunk of points (``"vmap"``). For an affine
@@ -8,26 +8,28 @@ per batch, the first layer once per direction, and each point combines their out
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.fx as fx
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from funcspace.errors import FuncspaceError
 from funcspace.params import Params
 
-from .job import Job
-from .plan import BN_TYPES
+from .plan import BN_TYPES, Plan
 from .points import Buffers
-from .skeleton import skeleton, split_graph
+from .strategy import Job
 
 
 class VmapUnsupported(FuncspaceError):
     """``torch.func.vmap`` raised while running the model (the loop strategy can run it)."""
 
 
-class GenericRunner:
+class FunctionalRunner:
     """functional_call on a meta-device copy of the template: a loop or vmap over points."""
 
     def __init__(self, job: Job, strategy: str, chunk: int, reuse: bool) -> None:
@@ -120,3 +122,47 @@ class GenericRunner:
         for module in self.bn_modules:
             module.momentum = 1.0 / step
         self._guarded(self.train_module, shared, start, stop, buffers)
+
+
+def skeleton(template: nn.Module, bn_train: bool = False) -> nn.Module:
+    """A copy of the template whose tensors live on the meta device (no memory, no copy):
+    functional_call supplies every tensor. Eval mode; BatchNorm in train mode if asked."""
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(template.parameters(), template.buffers()):
+        empty = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+    copied = copy.deepcopy(template, memo)
+    copied.eval()
+    if bn_train:
+        for module in copied.modules():
+            if isinstance(module, BN_TYPES):
+                module.train()
+    return copied
+
+
+def split_graph(plan: Plan, root: nn.Module) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """Prefix ``x -> first layer's input`` and suffix ``(x, first layer's output) -> logits``."""
+    graph = plan.graph
+    first = next(n for n in graph.nodes if n.name == plan.first_node)
+    prefix = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        if node is first:
+            break
+        env[node] = prefix.node_copy(node, lambda n: env[n])
+    prefix.output(env[first.args[0]])
+
+    suffix = copy.deepcopy(graph)
+    placeholder = next(n for n in suffix.nodes if n.op == "placeholder")
+    target = next(n for n in suffix.nodes if n.name == plan.first_node)
+    with suffix.inserting_after(placeholder):
+        z = suffix.placeholder("_first_layer_output")
+    target.replace_all_uses_with(z)
+    suffix.erase_node(target)
+    modules = []
+    for graph in (prefix, suffix):
+        module = fx.GraphModule(root, graph)
+        module.graph.eliminate_dead_code()  # needs the owning module for its purity check
+        module.recompile()
+        modules.append(module)
+    return modules[0], modules[1]

@@ -16,9 +16,9 @@ from torch import Tensor
 
 from funcspace.params import Params
 
-from .job import Job
 from .plan import Op
 from .points import Buffers
+from .strategy import Job
 
 
 def prefix(ops: Sequence[Op], x: Tensor) -> Tensor:
@@ -80,7 +80,7 @@ def _chain_bn(h, name, params, buffers, module, row, stats, step) -> Tensor:
     return torch.addcmul(shift, h, scale)
 
 
-class ChainRunner:
+class StackedRunner:
     """Hand-stacked products for plain chains (strategy "stacked")."""
 
     def __init__(self, job: Job, strategy: str, chunk: int, reuse: bool) -> None:

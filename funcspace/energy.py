@@ -28,6 +28,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import geoopt
@@ -36,10 +37,12 @@ import torch
 from torch import Tensor, nn
 
 from canonicalize import TorusPoint, to_torus
+from funcspace._store import PathLike, load_result, save_result
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Evaluator, Settings
 from funcspace.evaluation.settings import settings_or_legacy
+from funcspace.metrics import Metric, PerExample
 from funcspace.params import Params, Stacked
 
 __all__ = ["DEFAULT_SIGMAS", "LocalEnergy", "local_energy", "perturb_on_torus"]
@@ -86,19 +89,114 @@ class LocalEnergy:
     settings: Settings | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists and scalars), for JSON."""
+        """Plain data (lists and scalars), for JSON: all of it; :meth:`from_dict` reads it back."""
         return {
             "sigmas": self.sigmas.tolist(),
             "mean": {k: v.tolist() for k, v in self.mean.items()},
             "std": {k: v.tolist() for k, v in self.std.items()},
-            "base": dict(self.base),
+            "base": {k: float(v) for k, v in self.base.items()},
             "perturbed": {k: v.tolist() for k, v in self.perturbed.items()},
-            "samples": self.samples,
-            "seed": self.seed,
+            "samples": int(self.samples),
+            "seed": int(self.seed),
             "kind": self.kind,
             "parameters": self.parameters,
             "settings": None if self.settings is None else self.settings.to_dict(),
         }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        *,
+        metrics: Sequence[Metric | PerExample] = (),
+        recalibration_data: Dataset | Pair | None = None,
+    ) -> LocalEnergy:
+        """A curve from :meth:`to_dict`'s output (arrays come back as float64).
+
+        Parameters
+        ----------
+        data : dict
+            :meth:`to_dict`'s output.
+        metrics : sequence of Metric
+            The user metrics the stored settings name (built-in names need nothing).
+        recalibration_data : Dataset or (inputs, targets), optional
+            The BatchNorm recalibration data the settings were stored with; when not given,
+            the settings come back without them.
+
+        Returns
+        -------
+        LocalEnergy
+
+        Raises
+        ------
+        FuncspaceError
+            For stored settings naming a metric that is neither built in nor given.
+        """
+        settings = data["settings"]
+        if settings is not None:
+            if settings.get("recalibration_data") is None or recalibration_data is None:
+                settings, recalibration_data = {**settings, "recalibration_data": None}, None
+            settings = Settings.from_dict(
+                settings, metrics=metrics, recalibration_data=recalibration_data
+            )
+
+        def arrays(group: dict[str, Any]) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v, dtype=np.float64) for k, v in group.items()}
+
+        samples = data["samples"]
+        return cls(
+            sigmas=np.asarray(data["sigmas"], dtype=np.float64),
+            mean=arrays(data["mean"]),
+            std=arrays(data["std"]),
+            base={k: float(v) for k, v in data["base"].items()},
+            perturbed={k: v.reshape(-1, samples) for k, v in arrays(data["perturbed"]).items()},
+            samples=samples,
+            seed=data["seed"],
+            kind=data["kind"],
+            parameters=data["parameters"],
+            settings=settings,
+        )
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`; no tensor file).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The file's name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        return save_result(self, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: PathLike,
+        *,
+        metrics: Sequence[Metric | PerExample] = (),
+        recalibration_data: Dataset | Pair | None = None,
+    ) -> LocalEnergy:
+        """The curve :meth:`save` wrote at ``path`` (``metrics``, ``recalibration_data``: as
+        :meth:`from_dict`).
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type, or settings naming an unknown metric.
+        """
+        return load_result(
+            cls,
+            path,
+            lambda data, _: cls.from_dict(
+                data, metrics=metrics, recalibration_data=recalibration_data
+            ),
+        )
 
     def __repr__(self) -> str:
         curves = ", ".join(

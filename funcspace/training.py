@@ -14,12 +14,22 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from funcspace._store import (
+    PathLike,
+    file_pair,
+    load_result,
+    module_from_state,
+    pack,
+    save_result,
+    unpack,
+)
 from funcspace.data import Dataset, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.optim import Context, error_and_loss, method_class
@@ -81,6 +91,42 @@ class TrainRecord:
         out["diverged"] = self.diverged
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainRecord:
+        """A record from :meth:`to_dict`'s output.
+
+        Options that were objects stay their ``repr`` strings; lists among the options come
+        back as tuples (``to_dict`` keeps no other sequence); ``diverged`` is recomputed.
+
+        Parameters
+        ----------
+        data : dict
+            :meth:`to_dict`'s output.
+
+        Returns
+        -------
+        TrainRecord
+        """
+
+        def series(key: str) -> tuple[float, ...] | None:
+            return None if data[key] is None else tuple(float(v) for v in data[key])
+
+        return cls(
+            optimizer=data["optimizer"],
+            options={k: tuple(v) if isinstance(v, list) else v for k, v in data["options"].items()},
+            seed=data["seed"],
+            batch_size=data["batch_size"],
+            epoch_budget=data["epoch_budget"],
+            epochs=data["epochs"],
+            train_error=series("train_error") or (),
+            train_loss=series("train_loss") or (),
+            test_error=series("test_error"),
+            test_loss=series("test_loss"),
+            wall_time=float(data["wall_time"]),
+            stopped_at_zero_error=data["stopped_at_zero_error"],
+            details=dict(data["details"]),
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class TrainResult:
@@ -100,8 +146,61 @@ class TrainResult:
     init: Params | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as plain data (the model and ``init`` are saved with safetensors)."""
+        """The record as plain data (:meth:`TrainRecord.to_dict`); the model and ``init`` are
+        left out: :meth:`save` stores them in a safetensors file."""
         return self.record.to_dict()
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (the record) and ``<path>.safetensors`` (the model's state
+        dict, parameters and buffers, and ``init`` when kept).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The files' common name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        tensors = pack("model", self.model.state_dict())
+        if self.init is not None:
+            tensors |= pack("init", self.init)
+        return save_result(self, path, tensors)
+
+    @classmethod
+    def load(cls, path: PathLike, model: nn.Module) -> TrainResult:
+        """The result :meth:`save` wrote at ``path``, on a copy of ``model``.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            As given to :meth:`save`.
+        model : nn.Module
+            A network of the saved architecture (a template, left untouched): a copy of it
+            receives the stored state (strictly: same tensor names, shapes and dtypes) and is
+            returned in eval mode on the template's device; ``init`` loads on the CPU.
+
+        Returns
+        -------
+        TrainResult
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type, or a model whose state differs from the saved
+            one (the message names the tensor).
+        """
+
+        def build(data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> TrainResult:
+            net = module_from_state(model, unpack("model", tensors), str(file_pair(path)[1]))
+            init = unpack("init", tensors)
+            return cls(net, TrainRecord.from_dict(data), init or None)
+
+        return load_result(cls, path, build)
 
     def __repr__(self) -> str:
         r = self.record

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
+
+from funcspace._store import PathLike, load_result, save_result
+from funcspace.errors import FuncspaceError
 
 __all__ = ["EigenResult", "SpectralDensity", "TraceResult"]
 
@@ -61,16 +66,86 @@ class EigenResult:
         return self.residuals / self.values.abs()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (the vectors left out)."""
+        """Plain data for JSON (values and residuals as lists); the vectors are left out:
+        :meth:`save` stores them."""
         return {
             "values": self.values.tolist(),
             "residuals": self.residuals.tolist(),
-            "iterations": self.iterations,
-            "converged": self.converged,
-            "hvps": self.hvps,
-            "warm_hvps": self.warm_hvps,
-            "warm_fraction": self.warm_fraction,
+            "iterations": int(self.iterations),
+            "converged": bool(self.converged),
+            "hvps": int(self.hvps),
+            "warm_hvps": int(self.warm_hvps),
+            "warm_fraction": float(self.warm_fraction),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], vectors: Tensor | None = None) -> EigenResult:
+        """A result from :meth:`to_dict`'s output.
+
+        Parameters
+        ----------
+        data : dict
+            :meth:`to_dict`'s output.
+        vectors : Tensor (n, k), optional
+            The Ritz vectors, which ``to_dict`` leaves out; None: an empty ``(0, k)`` float64
+            tensor (the values alone).
+
+        Returns
+        -------
+        EigenResult
+
+        Raises
+        ------
+        FuncspaceError
+            For vectors whose number of columns is not the number of values.
+        """
+        values = torch.tensor(data["values"], dtype=torch.float64)
+        if vectors is None:
+            vectors = torch.zeros(0, len(values), dtype=torch.float64)
+        elif vectors.ndim != 2 or vectors.shape[1] != len(values):
+            raise FuncspaceError(
+                f"vectors must have {len(values)} columns (one per value), got shape "
+                f"{tuple(vectors.shape)}"
+            )
+        return cls(
+            values=values,
+            vectors=vectors,
+            residuals=torch.tensor(data["residuals"], dtype=torch.float64),
+            iterations=data["iterations"],
+            converged=data["converged"],
+            hvps=data["hvps"],
+            warm_hvps=data["warm_hvps"],
+            warm_fraction=data["warm_fraction"],
+        )
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (the vectors).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The files' common name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        return save_result(self, path, {"vectors": self.vectors})
+
+    @classmethod
+    def load(cls, path: PathLike) -> EigenResult:
+        """The result :meth:`save` wrote at ``path``, vectors included (on the CPU, their
+        dtype kept).
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type.
+        """
+        return load_result(cls, path, lambda data, t: cls.from_dict(data, t["vectors"]))
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{v:.6g}" for v in self.values.tolist())
@@ -96,12 +171,60 @@ class TraceResult:
     method: str
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (all of it; a ``nan`` standard error is written ``NaN``)."""
         return {
-            "estimate": self.estimate,
-            "std_error": self.std_error,
-            "hvps": self.hvps,
+            "estimate": float(self.estimate),
+            "std_error": float(self.std_error),
+            "hvps": int(self.hvps),
             "method": self.method,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TraceResult:
+        """A result from :meth:`to_dict`'s output.
+
+        Parameters
+        ----------
+        data : dict
+
+        Returns
+        -------
+        TraceResult
+        """
+        return cls(
+            estimate=float(data["estimate"]),
+            std_error=float(data["std_error"]),
+            hvps=data["hvps"],
+            method=data["method"],
+        )
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`; no tensor file).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The file's name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        return save_result(self, path)
+
+    @classmethod
+    def load(cls, path: PathLike) -> TraceResult:
+        """The result :meth:`save` wrote at ``path``.
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type.
+        """
+        return load_result(cls, path, lambda data, _: cls.from_dict(data))
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,14 +264,66 @@ class SpectralDensity:
         return float(np.sum(self.nodes * self.weights) / self.nodes.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (all of it, arrays as nested lists)."""
         return {
             "grid": self.grid.tolist(),
             "density": self.density.tolist(),
             "nodes": self.nodes.tolist(),
             "weights": self.weights.tolist(),
-            "sigma": self.sigma,
-            "hvps": self.hvps,
+            "sigma": float(self.sigma),
+            "hvps": int(self.hvps),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpectralDensity:
+        """A density from :meth:`to_dict`'s output (arrays come back as float64).
+
+        Parameters
+        ----------
+        data : dict
+
+        Returns
+        -------
+        SpectralDensity
+        """
+        nodes = np.asarray(data["nodes"], dtype=np.float64)
+        weights = np.asarray(data["weights"], dtype=np.float64)
+        return cls(
+            grid=np.asarray(data["grid"], dtype=np.float64),
+            density=np.asarray(data["density"], dtype=np.float64),
+            nodes=nodes.reshape(len(data["nodes"]), -1),
+            weights=weights.reshape(len(data["weights"]), -1),
+            sigma=float(data["sigma"]),
+            hvps=data["hvps"],
+        )
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`; no tensor file).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The file's name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        return save_result(self, path)
+
+    @classmethod
+    def load(cls, path: PathLike) -> SpectralDensity:
+        """The density :meth:`save` wrote at ``path``.
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type.
+        """
+        return load_result(cls, path, lambda data, _: cls.from_dict(data))
 
     def __repr__(self) -> str:
         return (

@@ -2,25 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
+from funcspace._store import (
+    PathLike,
+    check_summary,
+    load_result,
+    pack,
+    save_result,
+    summary,
+    unpack,
+)
+from funcspace.errors import FuncspaceError
 from funcspace.params import Params
 
 
-def _numpy_params(params: Params) -> dict[str, np.ndarray]:
-    return {name: t.detach().cpu().numpy() for name, t in params.items()}
+def _array(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
 
 
 def _slice_dict(result: Slice1D | Slice2D, *axes: str) -> dict[str, Any]:
     return {
-        **{axis: getattr(result, axis).copy() for axis in axes},
-        "values": {k: v.copy() for k, v in result.values.items()},
-        "directions": [_numpy_params(d) for d in result.directions],
+        **{axis: getattr(result, axis).tolist() for axis in axes},
+        "values": {k: v.tolist() for k, v in result.values.items()},
+        "directions": [summary(d) for d in result.directions],
         "meta": dict(result.meta),
     }
+
+
+def _slice_fields(
+    data: dict[str, Any], directions: Sequence[Params] | None, *axes: str
+) -> dict[str, Any]:
+    stored = data["directions"]
+    if directions is None:
+        directions = ()
+    elif len(directions) != len(stored):
+        raise FuncspaceError(
+            f"{len(directions)} directions given; the slice was made with {len(stored)}"
+        )
+    else:
+        for i, (given, entry) in enumerate(zip(directions, stored, strict=True)):
+            check_summary(given, entry, f"directions[{i}]")
+    return {
+        **{axis: _array(data[axis]) for axis in axes},
+        "values": {k: _array(v) for k, v in data["values"].items()},
+        "directions": tuple(directions),
+        "meta": dict(data["meta"]),
+    }
+
+
+def _pack_all(name: str, params: Sequence[Params]) -> dict[str, Tensor]:
+    return {k: t for i, d in enumerate(params) for k, t in pack(f"{name}/{i}", d).items()}
+
+
+def _unpack_all(name: str, count: int, tensors: dict[str, Tensor]) -> tuple[Params, ...]:
+    return tuple(unpack(f"{name}/{i}", tensors) for i in range(count))
 
 
 def _ranges(values: dict[str, np.ndarray]) -> str:
@@ -50,8 +92,67 @@ class Slice1D:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: numpy arrays and the meta data (directions as numpy arrays)."""
+        """Plain data for JSON: ``coordinates``, ``values`` (lists) and ``meta``; the directions
+        only summarized (each tensor's ``{"shape", "dtype"}`` by name): :meth:`save` stores
+        them."""
         return _slice_dict(self, "coordinates")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], directions: Sequence[Params] | None = None) -> Slice1D:
+        """A slice from :meth:`to_dict`'s output.
+
+        Parameters
+        ----------
+        data : dict
+            :meth:`to_dict`'s output (arrays come back as float64).
+        directions : sequence of dict[str, Tensor], optional
+            The directions, which ``to_dict`` only summarizes; checked against the summary.
+            None: a slice without them (``directions == ()``), enough to plot.
+
+        Returns
+        -------
+        Slice1D
+
+        Raises
+        ------
+        FuncspaceError
+            For directions whose number, names, shapes or dtypes differ from the summary.
+        """
+        return cls(**_slice_fields(data, directions, "coordinates"))
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (the directions).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The files' common name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        return save_result(self, path, _pack_all("directions", self.directions))
+
+    @classmethod
+    def load(cls, path: PathLike) -> Slice1D:
+        """The slice :meth:`save` wrote at ``path``, directions included (on the CPU).
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type.
+        """
+        return load_result(
+            cls,
+            path,
+            lambda data, tensors: cls.from_dict(
+                data, _unpack_all("directions", len(data["directions"]), tensors)
+            ),
+        )
 
     def __repr__(self) -> str:
         return (
@@ -84,8 +185,67 @@ class Slice2D:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: numpy arrays and the meta data (directions as numpy arrays)."""
+        """Plain data for JSON: ``x``, ``y``, ``values`` (nested lists) and ``meta``; the
+        directions only summarized (each tensor's ``{"shape", "dtype"}`` by name): :meth:`save`
+        stores them."""
         return _slice_dict(self, "x", "y")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], directions: Sequence[Params] | None = None) -> Slice2D:
+        """A slice from :meth:`to_dict`'s output.
+
+        Parameters
+        ----------
+        data : dict
+            :meth:`to_dict`'s output (arrays come back as float64).
+        directions : sequence of two dict[str, Tensor], optional
+            The directions, which ``to_dict`` only summarizes; checked against the summary.
+            None: a slice without them (``directions == ()``), enough to plot.
+
+        Returns
+        -------
+        Slice2D
+
+        Raises
+        ------
+        FuncspaceError
+            For directions whose number, names, shapes or dtypes differ from the summary.
+        """
+        return cls(**_slice_fields(data, directions, "x", "y"))
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (the directions).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The files' common name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        return save_result(self, path, _pack_all("directions", self.directions))
+
+    @classmethod
+    def load(cls, path: PathLike) -> Slice2D:
+        """The slice :meth:`save` wrote at ``path``, directions included (on the CPU).
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type.
+        """
+        return load_result(
+            cls,
+            path,
+            lambda data, tensors: cls.from_dict(
+                data, _unpack_all("directions", len(data["directions"]), tensors)
+            ),
+        )
 
     def __repr__(self) -> str:
         return f"Slice2D({len(self.x)}x{len(self.y)} grid, {_ranges(self.values)})"
@@ -127,14 +287,89 @@ class TrajectoryPCA:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (numpy arrays)."""
+        """Plain data for JSON: the arrays as lists; ``directions`` and ``center`` only
+        summarized (each tensor's ``{"shape", "dtype"}`` by name): :meth:`save` stores them."""
         return {
-            "directions": [_numpy_params(d) for d in self.directions],
-            "coordinates": self.coordinates.copy(),
-            "explained_variance": self.explained_variance.copy(),
-            "explained_variance_ratio": self.explained_variance_ratio.copy(),
-            "center": _numpy_params(self.center),
+            "directions": [summary(d) for d in self.directions],
+            "coordinates": self.coordinates.tolist(),
+            "explained_variance": self.explained_variance.tolist(),
+            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+            "center": summary(self.center),
         }
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, directions: Sequence[Params], center: Params
+    ) -> TrajectoryPCA:
+        """The PCA from :meth:`to_dict`'s output and the tensors it only summarizes.
+
+        Parameters
+        ----------
+        data : dict
+            :meth:`to_dict`'s output (arrays come back as float64).
+        directions : two dict[str, Tensor]
+        center : dict[str, Tensor]
+            Checked against the summaries.
+
+        Returns
+        -------
+        TrajectoryPCA
+
+        Raises
+        ------
+        FuncspaceError
+            For tensors whose number, names, shapes or dtypes differ from the summaries.
+        """
+        if len(directions) != 2 or len(data["directions"]) != 2:
+            raise FuncspaceError(f"a TrajectoryPCA has two directions, got {len(directions)}")
+        for i, (given, entry) in enumerate(zip(directions, data["directions"], strict=True)):
+            check_summary(given, entry, f"directions[{i}]")
+        check_summary(center, data["center"], "center")
+        return cls(
+            directions=(directions[0], directions[1]),
+            coordinates=_array(data["coordinates"]).reshape(-1, 2),
+            explained_variance=_array(data["explained_variance"]),
+            explained_variance_ratio=_array(data["explained_variance_ratio"]),
+            center=center,
+        )
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (directions and
+        center).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The files' common name (a ``.json`` suffix is dropped).
+
+        Returns
+        -------
+        Path
+            The JSON file.
+        """
+        tensors = {**_pack_all("directions", self.directions), **pack("center", self.center)}
+        return save_result(self, path, tensors)
+
+    @classmethod
+    def load(cls, path: PathLike) -> TrajectoryPCA:
+        """The PCA :meth:`save` wrote at ``path``, tensors included (on the CPU).
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated or corrupted file (named).
+        FuncspaceError
+            For a file of another result type.
+        """
+        return load_result(
+            cls,
+            path,
+            lambda data, tensors: cls.from_dict(
+                data,
+                directions=_unpack_all("directions", 2, tensors),
+                center=unpack("center", tensors),
+            ),
+        )
 
     def __repr__(self) -> str:
         ratio = ", ".join(f"{r:.3f}" for r in self.explained_variance_ratio)

@@ -12,6 +12,14 @@ The ground floor of funcspace, usable on its own (torch, torch.fx, scipy, geoopt
 - :func:`random_transform` applies a random element of the group (for tests and checks).
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("funcspace")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+
 from .align import align, match
 from .alignment import Alignment
 from .canonical import canonical_form, normalize
@@ -23,6 +31,7 @@ from .spec import SymmetrySpec
 from .torus import SphereBlock, TorusPoint, geodesic_distance, to_torus
 
 __all__ = [
+    "__version__",
     "SUPPORTED_LAYERS",
     "Alignment",
     "Sign",

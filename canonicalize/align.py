@@ -7,7 +7,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, fx, nn
 
 from .alignment import Alignment, Element
@@ -225,6 +224,13 @@ def _sign_classes(spec: SymmetrySpec, group: int) -> dict[tuple[str, int], set[i
         for key in touched:
             flips.setdefault(key, set()).add(cls.index)
     return flips
+
+
+def linear_sum_assignment(cost, maximize: bool = False):
+    """scipy's Hungarian solver, imported on first use (scipy.optimize takes ~0.6 s to load)."""
+    from scipy.optimize import linear_sum_assignment as solve
+
+    return solve(cost, maximize=maximize)
 
 
 def _assign(plain: Tensor, signed: dict[int, Tensor]) -> tuple[Tensor, dict[int, Tensor]]:

@@ -43,24 +43,31 @@ class AxisRef:
 class Site:
     """A layer whose parameters carry one row per unit.
 
-    Attributes
-    ----------
     A layer whose rows belong to several groups (a convolution writing into a stream that is
     partly zero-padded, a BatchNorm over a concatenation) is split into one site per group.
 
     Attributes
     ----------
-    name : module path of the layer.
-    kind : ``"linear"``, ``"conv"``, ``"depthwise"`` (a convolution acting per channel) or
+    name
+        Module path of the layer.
+    kind
+        ``"linear"``, ``"conv"``, ``"depthwise"`` (a convolution acting per channel) or
         ``"batchnorm"``.
-    rows : state names whose dim 0 is the unit axis (weight and bias; BatchNorm weight and bias).
-    group : index of its :class:`PermGroup`, ``None`` when its units cannot be permuted.
-    scale : index of its :class:`ScaleClass`, ``None`` when its rows cannot be rescaled.
-    input_groups : the groups its incoming columns belong to (empty for a fixed input, and for
+    rows
+        State names whose dim 0 is the unit axis (weight and bias; BatchNorm weight and bias).
+    group
+        Index of its :class:`PermGroup`, ``None`` when its units cannot be permuted.
+    scale
+        Index of its :class:`ScaleClass`, ``None`` when its rows cannot be rescaled.
+    input_groups
+        The groups its incoming columns belong to (empty for a fixed input, and for
         per-channel layers, whose rows have no columns of other units).
-    order : position in the traced graph (topological).
-    index : the row of each unit (in the group's unit order), ``None`` for all rows in order.
-    label : a name unique among the sites (the module path, with the group when split).
+    order
+        Position in the traced graph (topological).
+    index
+        The row of each unit (in the group's unit order), ``None`` for all rows in order.
+    label
+        A name unique among the sites (the module path, with the group when split).
     """
 
     name: str
@@ -171,16 +178,25 @@ class SymmetrySpec:
 
     Attributes
     ----------
-    groups : the permutation groups (hidden units and residual streams).
-    scales : the scale classes that allow a non-trivial factor (magnitude, sign or both).
-    sites : every layer with per-unit rows, in graph order.
-    batchnorms : the BatchNorm layers, by module path.
-    bias_folds : biases made redundant by a following BatchNorm.
-    output_scale : the scale class of the output layer when one global positive factor of the
+    groups
+        The permutation groups (hidden units and residual streams).
+    scales
+        The scale classes that allow a non-trivial factor (magnitude, sign or both).
+    sites
+        Every layer with per-unit rows, in graph order.
+    batchnorms
+        The BatchNorm layers, by module path.
+    bias_folds
+        Biases made redundant by a following BatchNorm.
+    output_scale
+        The scale class of the output layer when one global positive factor of the
         output is allowed (``output="normalize"``), else ``None``.
-    output_units : number of output units (``H_L``).
-    state_shapes : name and shape of every state tensor, to compare architectures.
-    notes : what the graph fixed that a wider group would have allowed, and why (a unit pinned
+    output_units
+        Number of output units (``H_L``).
+    state_shapes
+        Name and shape of every state tensor, to compare architectures.
+    notes
+        What the graph fixed that a wider group would have allowed, and why (a unit pinned
         by a softmax, a gate whose second factor is held fixed, ...).
     """
 

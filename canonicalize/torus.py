@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import geoopt
 import torch
 from torch import Tensor, nn
 
@@ -17,6 +17,9 @@ from .errors import SymmetryError
 from .spec import SymmetrySpec
 from .transform import State, check_variances, rebuild, schedule, to_float64, unit_matrix
 from .validate import check_input
+
+if TYPE_CHECKING:
+    import geoopt
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class TorusPoint:
 
     def manifolds(self) -> dict[str, geoopt.manifolds.Manifold]:
         """geoopt's manifold for each coordinate block (Sphere or Euclidean)."""
+        import geoopt  # imported on first use: it loads scipy.optimize (~0.6 s)
+
         out: dict[str, geoopt.manifolds.Manifold] = {n: geoopt.Sphere() for n in self.spheres}
         out.update({n: geoopt.Euclidean() for n in self.free})
         return out

@@ -11,15 +11,24 @@
 - :mod:`funcspace.flatness`: local energy and Hessian eigenvalues, trace and spectrum;
 - :mod:`funcspace.similarity`: disagreement, output distances, CKA, geodesic distance;
 - :mod:`funcspace.landscape`: filter-normalized lines and planes, trajectory PCA
-  (:mod:`funcspace.plots` draws them).
+  (:mod:`funcspace.plots` draws them; matplotlib loads on the first plot).
 """
 
-from . import data, flatness, landscape, metrics, models, params, similarity
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("funcspace")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+
+from . import data, flatness, landscape, metrics, models, params, plots, similarity
 from .errors import DataError, FuncspaceError
 from .evaluation import Evaluation, Evaluator, Settings, evaluate, evaluate_affine
 from .training import TrainResult, train
 
 __all__ = [
+    "__version__",
     "DataError",
     "Evaluation",
     "Evaluator",
@@ -34,6 +43,7 @@ __all__ = [
     "metrics",
     "models",
     "params",
+    "plots",
     "similarity",
     "train",
 ]

@@ -1,6 +1,7 @@
 """Keeping results as plain files: ``<path>.json`` for the data, ``<path>.safetensors`` for tensors.
 
-Every result's ``save(path)`` writes, and its ``load(path)`` reads back:
+Every result class derives from :class:`Stored`, whose ``save(path)`` writes, and whose
+``load(path)`` reads back:
 
 - ``<path>.json``: ``{"type": "funcspace.Slice1D", "format_version": 1, "data": ...,
   "tensors": ...}`` where ``data`` is the result's ``to_dict()`` (lists, numbers, strings,
@@ -22,6 +23,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +36,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from funcspace.errors import DataError, FuncspaceError
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # torch depends on typing_extensions
+    from typing_extensions import Self
 
 #: The file format written; files of a newer format are refused.
 FORMAT_VERSION = 1
@@ -65,24 +72,10 @@ def save_result(
 ) -> Path:
     """Write ``result.to_dict()`` and ``tensors`` as ``<path>.json`` and ``<path>.safetensors``.
 
-    Parameters
-    ----------
-    result : a result with ``to_dict()``
-        Its class name is recorded as the file's type.
-    path : str or PathLike
-        The files' common name, without suffix; missing parent folders are made.
-    tensors : mapping of str -> Tensor, optional
-        Stored in the safetensors file, in this order (copied to the CPU, contiguous).
-
-    Returns
-    -------
-    Path
-        The JSON file.
-
-    Raises
-    ------
-    FuncspaceError
-        For data that JSON cannot hold or a value in ``tensors`` that is not a dense tensor.
+    The work of :meth:`Stored.save`, which documents ``path``, the return value and the errors:
+    ``result``'s class name is recorded as the files' type; ``tensors`` go to the safetensors
+    file in their order (copied to the CPU, contiguous), which is written only when there are
+    some.
     """
     json_file, tensor_file = file_pair(path)
     json_file.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +151,88 @@ def load_result(
     tensors = {} if listed is None else _read_tensors(tensor_file, listed, kind, json_file)
     with _malformed(json_file, kind):
         return build(data, tensors)
+
+
+class Stored:
+    """The ``save`` and ``load`` of a result (a dataclass with ``to_dict``/``from_dict``).
+
+    A result says what it stores through two hooks: ``_tensors()``, the tensors for the
+    safetensors file by name (none by default: a JSON-only result), and the classmethod
+    ``_restore(data, tensors, **keywords)``, the result from ``to_dict()``'s output and those
+    tensors (by default ``from_dict(data, **keywords)``). A result whose ``load`` takes keywords
+    (a model template, metrics) overrides ``load`` with them, explicitly, and calls
+    ``_load(path, **keywords)``, which hands them to ``_restore``.
+
+    ``save`` and ``load`` are put in each subclass's own namespace (unless it defines them), so
+    that its reference documentation lists them.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("save", "load"):
+            if name not in vars(cls):
+                setattr(cls, name, vars(Stored)[name])
+
+    def save(self, path: PathLike) -> Path:
+        """Write the result as ``<path>.json`` and, when it holds tensors, ``<path>.safetensors``.
+
+        The JSON file holds :meth:`to_dict`'s output; the tensors it leaves out (the class
+        documentation says which) go to the safetensors file, with a checksum in the JSON file.
+        Both are written whole and then moved in place, so an interrupted save never leaves a
+        half-written file.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The files' common name (a ``.json`` or ``.safetensors`` suffix is dropped); missing
+            parent folders are made.
+
+        Returns
+        -------
+        Path
+            The JSON file.
+
+        Raises
+        ------
+        FuncspaceError
+            For data that JSON cannot hold or a tensor that is not a dense ``torch.Tensor``.
+        """
+        return save_result(self, path, self._tensors())  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: PathLike) -> Self:
+        """The result :meth:`save` wrote at ``path``, its tensors included (on the CPU).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            As given to :meth:`save` (a ``.json`` or ``.safetensors`` suffix is dropped).
+
+        Returns
+        -------
+        result
+            An instance of the class ``load`` is called on, equal in content to the one saved.
+
+        Raises
+        ------
+        DataError
+            For a missing, truncated, corrupted or malformed file, or a tensor file that is not
+            the one saved with the JSON file; the message names the file.
+        FuncspaceError
+            For a file that holds another type of result or was written by a newer funcspace.
+        """
+        return cls._load(path)
+
+    @classmethod
+    def _load(cls, path: PathLike, **keywords: Any) -> Self:
+        return load_result(cls, path, lambda data, tensors: cls._restore(data, tensors, **keywords))
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    @classmethod
+    def _restore(cls, data: dict[str, Any], tensors: dict[str, Tensor], **keywords: Any) -> Self:
+        return cls.from_dict(data, **keywords)  # type: ignore[attr-defined]
 
 
 def pack(prefix: str, params: Mapping[str, Tensor]) -> dict[str, Tensor]:

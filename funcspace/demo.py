@@ -7,16 +7,21 @@ transformation changed a single prediction. Run it with ``python -m funcspace.de
 
 from __future__ import annotations
 
-import copy
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import canonicalize
+from funcspace.data import Dataset, load
+from funcspace.evaluation import Settings, evaluate
+from funcspace.evaluation.settings import SPLITS
+from funcspace.landscape import interpolate
 from funcspace.models import MLP
+from funcspace.training import train
 
 
 @dataclass(frozen=True)
@@ -52,100 +57,92 @@ class DemoResult:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def load_digits(
-    seed: int = 0,
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """scikit-learn's 8x8 digits, standardized, split 1,500 train / 297 test."""
-    from sklearn.datasets import load_digits as _load
-
-    data = _load()
-    x = torch.tensor(data.data, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    x, y = x[order], y[order]
-    mean, std = x[:1500].mean(0), x[:1500].std(0).clamp_min(1e-3)
-    x = (x - mean) / std
-    return (x[:1500], y[:1500]), (x[1500:], y[1500:])
-
-
-def _train(
-    model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], seed: int, epochs: int
-) -> nn.Module:
-    x, y = data
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(128):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-    return model.eval()
-
-
-def _error(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
-    with torch.no_grad():
-        return float((model(data[0]).argmax(1) != data[1]).float().mean())
-
-
 def _distance(a: nn.Module, b: nn.Module) -> float:
     with torch.no_grad():
         pairs = zip(a.parameters(), b.parameters(), strict=True)
         return float(sum(((p - q) ** 2).sum() for p, q in pairs) ** 0.5)
 
 
-def _barrier(
-    a: nn.Module, b: nn.Module, data: tuple[torch.Tensor, torch.Tensor], points: int = 11
-) -> float:
-    """Highest train error on the straight line from a to b, above the endpoints' mean."""
-    sa, sb = a.state_dict(), b.state_dict()
-    mid = copy.deepcopy(a)
-    errors = []
-    for t in torch.linspace(0, 1, points).tolist():
-        mid.load_state_dict({k: (1 - t) * sa[k] + t * sb[k] for k in sa})
-        errors.append(_error(mid, data))
-    return max(errors) - (errors[0] + errors[-1]) / 2
+def _barrier(a: nn.Module, b: nn.Module, data: Dataset, points: int = 11) -> float:
+    """Highest train error on the straight line from a to b, above the endpoints' mean
+    (one batched evaluation of every point of the line)."""
+    path = interpolate(a, b, data, points=points, settings=Settings(metrics="error"))
+    errors = path.values["error"]
+    return float(errors.max() - (errors[0] + errors[-1]) / 2)
 
 
 def run(width: int = 128, epochs: int = 20, seeds: tuple[int, int] = (0, 1)) -> DemoResult:
-    """Train two MLPs on digits and measure them with their symmetries removed."""
+    """Train two MLPs on digits and measure them with their symmetries removed.
+
+    Built on the library: :func:`funcspace.data.load`, :func:`funcspace.train` (SGD with
+    Nesterov momentum, cosine-annealed), :func:`funcspace.evaluate`,
+    :func:`funcspace.landscape.interpolate` and :mod:`canonicalize`.
+    """
     start = time.perf_counter()
-    train, test = load_digits()
+    data = load("digits")
     a, b = (
-        _train(MLP(64, (width, width), 10, seed=s), train, seed=s, epochs=epochs) for s in seeds
+        train(
+            MLP(64, (width, width), 10, seed=s),
+            data,
+            "sgd",
+            seed=s,
+            epochs=epochs,
+            lr=0.05,
+            progress=False,
+        ).model
+        for s in seeds
     )
-    x = train[0]
+    x = data.train[0]
     na = canonicalize.normalize(a, x, output="normalize")
     nb = canonicalize.normalize(b, x, output="normalize")
     by_cosine = canonicalize.align(nb, na, x, method="cosine")
     by_weights = canonicalize.align(nb, na, x, method="weights")
     canon = canonicalize.canonical_form(b, x, output="normalize")
-    unchanged = all(
-        torch.equal(m(test[0]).argmax(1), n(test[0]).argmax(1))
-        for m, n in ((a, na), (b, nb), (b, by_cosine), (b, by_weights), (b, canon))
-    )
+    test_inputs = data.test[0]
+    with torch.no_grad():
+        unchanged = all(
+            torch.equal(m(test_inputs).argmax(1), n(test_inputs).argmax(1))
+            for m, n in ((a, na), (b, nb), (b, by_cosine), (b, by_weights), (b, canon))
+        )
     geodesic = canonicalize.geodesic_distance(
         canonicalize.to_torus(a, x), canonicalize.to_torus(b, x)
     )
+    errors = {split: evaluate([a, b], data, "error", split=split).error for split in SPLITS}
     return DemoResult(
-        train_error=(_error(a, train), _error(b, train)),
-        test_error=(_error(a, test), _error(b, test)),
+        train_error=(float(errors["train"][0]), float(errors["train"][1])),
+        test_error=(float(errors["test"][0]), float(errors["test"][1])),
         distance_normalized=_distance(na, nb),
         distance_cosine=_distance(na, by_cosine),
         distance_weights=_distance(na, by_weights),
         geodesic_distance=geodesic,
-        barrier_raw=_barrier(a, b, train),
-        barrier_aligned=_barrier(a, canonicalize.align(b, a, x, method="weights"), train),
+        barrier_raw=_barrier(a, b, data),
+        barrier_aligned=_barrier(a, canonicalize.align(b, a, x, method="weights"), data),
         predictions_unchanged=unchanged,
         seconds=time.perf_counter() - start,
     )
 
 
-def main() -> None:
-    """Print the demonstration's table."""
+USAGE = """usage: python -m funcspace.demo
+
+Trains two 64-128-128-10 ReLU MLPs (seeds 0 and 1) on scikit-learn's digits, then prints how far
+apart they are raw, in canonical form and aligned, the linear-path barrier between them before
+and after alignment, and whether every transformation kept every prediction (about 5 s on 2
+CPU cores). Takes no options."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the demonstration's table (``--help``: what it does); returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(USAGE)  # noqa: T201 - the demo's purpose is to print
+        return 0
+    if args:
+        print(f"{USAGE}\n\nerror: unexpected arguments {args}", file=sys.stderr)  # noqa: T201
+        return 2
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print(run().table())  # noqa: T201 - the demo's purpose is to print
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

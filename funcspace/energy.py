@@ -28,16 +28,14 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import geoopt
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from canonicalize import TorusPoint, to_torus
-from funcspace._store import PathLike, load_result, save_result
+from funcspace._store import PathLike, Stored
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Evaluator, Settings
@@ -51,12 +49,13 @@ __all__ = ["DEFAULT_SIGMAS", "LocalEnergy", "local_energy", "perturb_on_torus"]
 DEFAULT_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 # Stacked parameters of one block of perturbed points, in bytes.
 _BLOCK_BYTES = 128 * 2**20
-_SPHERE = geoopt.Sphere()
 
 
 @dataclass(frozen=True)
-class LocalEnergy:
+class LocalEnergy(Stored):
     """A local-energy curve.
+
+    :meth:`save` stores all of it (:meth:`to_dict`) as JSON, with no tensor file.
 
     Attributes
     ----------
@@ -157,21 +156,6 @@ class LocalEnergy:
             settings=settings,
         )
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`; no tensor file).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The file's name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        return save_result(self, path)
-
     @classmethod
     def load(
         cls,
@@ -190,13 +174,7 @@ class LocalEnergy:
         FuncspaceError
             For a file of another result type, or settings naming an unknown metric.
         """
-        return load_result(
-            cls,
-            path,
-            lambda data, _: cls.from_dict(
-                data, metrics=metrics, recalibration_data=recalibration_data
-            ),
-        )
+        return cls._load(path, metrics=metrics, recalibration_data=recalibration_data)
 
     def __repr__(self) -> str:
         curves = ", ".join(
@@ -224,6 +202,9 @@ def _torus_noise(point: TorusPoint, selected: Sequence[str], generator: torch.Ge
 
 
 def _perturbed_torus(point: TorusPoint, noise, sigma: float) -> TorusPoint:
+    import geoopt  # imported on first use: it loads scipy.optimize (~0.6 s)
+
+    sphere = geoopt.Sphere()
     sphere_noise, free_noise = noise
     spheres = {}
     for name, rows in point.spheres.items():
@@ -232,8 +213,8 @@ def _perturbed_torus(point: TorusPoint, noise, sigma: float) -> TorusPoint:
             spheres[name] = rows
             continue
         g = sphere_noise[name].to(rows.device)
-        tangent = _SPHERE.proju(rows, g) * (sigma / math.sqrt(d - 1))
-        spheres[name] = _SPHERE.projx(_SPHERE.expmap(rows, tangent))
+        tangent = sphere.proju(rows, g) * (sigma / math.sqrt(d - 1))
+        spheres[name] = sphere.projx(sphere.expmap(rows, tangent))
     free = dict(point.free)
     for name, z in free_noise.items():
         w = point.free[name]

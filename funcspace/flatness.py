@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -87,7 +87,10 @@ def hessian_eigenvalues(
     params: Selection = None,
     split: str = "train",
     warm_start: float | str | None = "auto",
-    **opts: Any,
+    tol: float = 1e-3,
+    max_iter: int | None = None,
+    seed: int = 0,
+    v0: Tensor | None = None,
 ) -> EigenResult:
     """Extreme eigenvalues of the loss Hessian (Lanczos on exact Hessian-vector products).
 
@@ -118,9 +121,11 @@ def hessian_eigenvalues(
         of the bulk, where the subsample's eigenvectors say little about the full
         Hessian's: on the benchmark MLP a warm start cost 4-6 more products there, so
         ``"auto"`` leaves it out (for k=3 largest it saved 0.5-1 product).
-    **opts
-        Passed to :func:`~funcspace.hessian.lanczos`: ``tol`` (relative residual, default
-        1e-3), ``max_iter``, ``seed`` (also of the subsample), ``v0``.
+    tol, max_iter, v0
+        Of :func:`~funcspace.hessian.lanczos`: the relative residual every wanted pair must
+        reach, the step budget (default: the operator's size), a start vector.
+    seed : int
+        Seeds Lanczos' start and the warm start's subsample.
 
     Returns
     -------
@@ -146,19 +151,18 @@ def hessian_eigenvalues(
     op = _operator(model, data, loss, batch_size, params, split)
     inputs, targets = as_pair(data, split)
     fraction = _warm_fraction(warm_start, len(inputs), which)
-    if fraction is None or opts.get("v0") is not None:
-        return lanczos(op, k, which, **opts)
-    seed = opts.get("seed", 0)
+    options = dict(tol=tol, max_iter=max_iter, seed=seed)
+    if fraction is None or v0 is not None:
+        return lanczos(op, k, which, v0=v0, **options)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        return lanczos(op, k, which, **opts)  # which says what is wrong with the seed
+        return lanczos(op, k, which, **options)  # which says what is wrong with the seed
     size = max(2, round(fraction * len(inputs)))
     pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))[:size]
     pick = pick.to(inputs.device)
     subsample = (inputs[pick], targets[pick])
     sub = _operator(model, subsample, loss, batch_size, params, split)
-    warm = lanczos(sub, k, which, tol=_WARM_TOL, seed=seed, max_iter=opts.get("max_iter"))
-    v0 = warm.vectors.sum(dim=1)
-    result = lanczos(op, k, which, v0=v0, **opts)
+    warm = lanczos(sub, k, which, tol=_WARM_TOL, seed=seed, max_iter=max_iter)
+    result = lanczos(op, k, which, v0=warm.vectors.sum(dim=1), **options)
     return dataclasses.replace(result, warm_hvps=warm.hvps, warm_fraction=size / len(inputs))
 
 
@@ -244,7 +248,11 @@ def hessian_spectrum(
     batch_size: int | None = None,
     params: Selection = None,
     split: str = "train",
-    **opts: Any,
+    n_vectors: int = 3,
+    steps: int = 60,
+    seed: int = 0,
+    grid: int | np.ndarray | Tensor = 1000,
+    sigma: float | None = None,
 ) -> SpectralDensity:
     """Eigenvalue density of the loss Hessian (stochastic Lanczos quadrature).
 
@@ -254,9 +262,9 @@ def hessian_spectrum(
     data : Dataset or (inputs, targets)
     loss, batch_size, params, split
         Operator options, see :class:`~funcspace.hessian.HessianOperator`.
-    **opts
-        Passed to :func:`~funcspace.hessian.spectral_density`: ``n_vectors`` (default 3),
-        ``steps`` (60), ``seed``, ``grid``, ``sigma``.
+    n_vectors, steps, seed, grid, sigma
+        Of :func:`~funcspace.hessian.spectral_density`: random probes, Lanczos steps per
+        probe, their seed, the evaluation grid (points or values), the Gaussian width.
 
     Returns
     -------
@@ -273,4 +281,4 @@ def hessian_spectrum(
     1.0
     """
     op = _operator(model, data, loss, batch_size, params, split)
-    return spectral_density(op, **opts)
+    return spectral_density(op, n_vectors=n_vectors, steps=steps, seed=seed, grid=grid, sigma=sigma)

@@ -14,22 +14,13 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from funcspace._store import (
-    PathLike,
-    file_pair,
-    load_result,
-    module_from_state,
-    pack,
-    save_result,
-    unpack,
-)
+from funcspace._store import PathLike, Stored, file_pair, module_from_state, pack, unpack
 from funcspace.data import Dataset, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.optim import Context, error_and_loss, method_class
@@ -129,8 +120,11 @@ class TrainRecord:
 
 
 @dataclass(frozen=True, eq=False)
-class TrainResult:
+class TrainResult(Stored):
     """A trained network with its record.
+
+    :meth:`save` stores the record (:meth:`to_dict`) as JSON, the model's state dict
+    (parameters and buffers) and ``init`` when kept as safetensors.
 
     Attributes
     ----------
@@ -150,24 +144,11 @@ class TrainResult:
         left out: :meth:`save` stores them in a safetensors file."""
         return self.record.to_dict()
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (the record) and ``<path>.safetensors`` (the model's state
-        dict, parameters and buffers, and ``init`` when kept).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The files' common name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
+    def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = pack("model", self.model.state_dict())
         if self.init is not None:
             tensors |= pack("init", self.init)
-        return save_result(self, path, tensors)
+        return tensors
 
     @classmethod
     def load(cls, path: PathLike, model: nn.Module) -> TrainResult:
@@ -194,13 +175,14 @@ class TrainResult:
             For a file of another result type, or a model whose state differs from the saved
             one (the message names the tensor).
         """
+        return cls._load(path, model=model, where=str(file_pair(path)[1]))
 
-        def build(data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> TrainResult:
-            net = module_from_state(model, unpack("model", tensors), str(file_pair(path)[1]))
-            init = unpack("init", tensors)
-            return cls(net, TrainRecord.from_dict(data), init or None)
-
-        return load_result(cls, path, build)
+    @classmethod
+    def _restore(
+        cls, data: dict[str, Any], tensors: dict[str, torch.Tensor], *, model: nn.Module, where: str
+    ) -> TrainResult:
+        net = module_from_state(model, unpack("model", tensors), where)
+        return cls(net, TrainRecord.from_dict(data), unpack("init", tensors) or None)
 
     def __repr__(self) -> str:
         r = self.record

@@ -25,10 +25,14 @@ class Dataset:
 
     Attributes
     ----------
-    name : what it is (``"digits"``, ``"mnist1d"``, ``"teacher_student"``, ...).
-    train, test : ``(inputs, targets)`` pairs; targets are class indices (int64).
-    n_classes : number of classes.
-    meta : the options it was made with (seed, label noise, subset, ...), plain data.
+    name
+        What it is (``"digits"``, ``"mnist1d"``, ``"teacher_student"``, ...).
+    train, test
+        ``(inputs, targets)`` pairs; targets are class indices (int64).
+    n_classes
+        Number of classes.
+    meta
+        The options it was made with (seed, label noise, subset, ...), plain data.
     """
 
     name: str

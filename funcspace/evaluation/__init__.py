@@ -56,7 +56,7 @@ take ``settings=``. Metrics are :class:`funcspace.metrics.Metric` objects (``"er
 The package's modules, one job each: ``evaluator`` (:class:`Evaluator` and the public
 functions), ``settings`` (:class:`Settings`), ``result`` (:class:`Evaluation`), ``points``
 (validating networks, affine families and data; the points and buffers served per chunk),
-``plan`` (the fx trace of the template), ``strategy`` (the contract: the :class:`Job` a
+``plan`` (the fx trace of the template), ``strategy`` (the contract: the ``Job`` a
 strategy runs and the ``Runner`` protocol it implements), ``functional`` (the ``"loop"`` /
 ``"vmap"`` strategy), ``stacked`` (the ``"stacked"`` strategy) and ``engine`` (the ``"auto"``
 rule, batches, chunks and metric sums).

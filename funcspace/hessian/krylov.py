@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -92,5 +91,7 @@ class Krylov:
         if len(d) == 1:
             theta, Y = d.copy(), np.ones((1, 1))
         else:
+            import scipy.linalg  # imported on first use
+
             theta, Y = scipy.linalg.eigh_tridiagonal(d, np.asarray(self.betas[:-1]))
         return theta, Y, np.abs(self.betas[-1] * Y[-1, :])

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import scipy.sparse.linalg
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -19,6 +18,9 @@ from funcspace.metrics import Metric, as_loss
 __all__ = ["HessianOperator", "Operator", "Selection", "as_operator"]
 
 Selection = str | Sequence[str] | Callable[[str], bool] | None
+
+if TYPE_CHECKING:
+    import scipy.sparse.linalg
 
 
 class Operator(Protocol):
@@ -263,6 +265,8 @@ class HessianOperator:
 
     def to_scipy(self) -> scipy.sparse.linalg.LinearOperator:
         """A ``scipy.sparse.linalg.LinearOperator`` (numpy in and out, through host memory)."""
+        import scipy.sparse.linalg  # imported on first use
+
         dtype = torch.empty((), dtype=self.dtype).numpy().dtype
 
         def mv(x: np.ndarray) -> np.ndarray:

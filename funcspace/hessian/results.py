@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from funcspace._store import PathLike, load_result, save_result
+from funcspace._store import Stored
 from funcspace.errors import FuncspaceError
 
 __all__ = ["EigenResult", "SpectralDensity", "TraceResult"]
 
 
 @dataclass(frozen=True, eq=False)
-class EigenResult:
+class EigenResult(Stored):
     """Eigenvalues from :func:`lanczos`, with the evidence of their accuracy.
+
+    :meth:`save` stores :meth:`to_dict` as JSON and the vectors as safetensors (their dtype
+    kept; they load on the CPU).
 
     Attributes
     ----------
@@ -56,13 +58,13 @@ class EigenResult:
 
     @property
     def cost(self) -> float:
-        """Full-data products, the warm start's counted at their share: ``hvps + warm_hvps *
-        warm_fraction``."""
+        """Full-data products, the warm start's counted at their share
+        (``hvps + warm_hvps * warm_fraction``)."""
         return self.hvps + self.warm_hvps * self.warm_fraction
 
     @property
     def relative_residuals(self) -> Tensor:
-        """``residuals / |values|``: each value is this close (relatively) to an eigenvalue."""
+        """Each value is this close (relatively) to an eigenvalue (``residuals / |values|``)."""
         return self.residuals / self.values.abs()
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,34 +120,12 @@ class EigenResult:
             warm_fraction=data["warm_fraction"],
         )
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (the vectors).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The files' common name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        return save_result(self, path, {"vectors": self.vectors})
+    def _tensors(self) -> dict[str, Tensor]:
+        return {"vectors": self.vectors}
 
     @classmethod
-    def load(cls, path: PathLike) -> EigenResult:
-        """The result :meth:`save` wrote at ``path``, vectors included (on the CPU, their
-        dtype kept).
-
-        Raises
-        ------
-        DataError
-            For a missing, truncated or corrupted file (named).
-        FuncspaceError
-            For a file of another result type.
-        """
-        return load_result(cls, path, lambda data, t: cls.from_dict(data, t["vectors"]))
+    def _restore(cls, data: dict[str, Any], tensors: dict[str, Tensor]) -> EigenResult:
+        return cls.from_dict(data, tensors["vectors"])
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{v:.6g}" for v in self.values.tolist())
@@ -162,8 +142,11 @@ class EigenResult:
 
 
 @dataclass(frozen=True)
-class TraceResult:
-    """A stochastic trace estimate with its standard error (``nan`` when it has no spread)."""
+class TraceResult(Stored):
+    """A stochastic trace estimate with its standard error (``nan`` when it has no spread).
+
+    :meth:`save` stores all of it (:meth:`to_dict`) as JSON, with no tensor file.
+    """
 
     estimate: float
     std_error: float
@@ -198,38 +181,12 @@ class TraceResult:
             method=data["method"],
         )
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`; no tensor file).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The file's name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        return save_result(self, path)
-
-    @classmethod
-    def load(cls, path: PathLike) -> TraceResult:
-        """The result :meth:`save` wrote at ``path``.
-
-        Raises
-        ------
-        DataError
-            For a missing, truncated or corrupted file (named).
-        FuncspaceError
-            For a file of another result type.
-        """
-        return load_result(cls, path, lambda data, _: cls.from_dict(data))
-
 
 @dataclass(frozen=True, eq=False)
-class SpectralDensity:
+class SpectralDensity(Stored):
     """A smoothed eigenvalue density from stochastic Lanczos quadrature.
+
+    :meth:`save` stores all of it (:meth:`to_dict`) as JSON, with no tensor file.
 
     Attributes
     ----------
@@ -296,34 +253,6 @@ class SpectralDensity:
             sigma=float(data["sigma"]),
             hvps=data["hvps"],
         )
-
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`; no tensor file).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The file's name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        return save_result(self, path)
-
-    @classmethod
-    def load(cls, path: PathLike) -> SpectralDensity:
-        """The density :meth:`save` wrote at ``path``.
-
-        Raises
-        ------
-        DataError
-            For a missing, truncated or corrupted file (named).
-        FuncspaceError
-            For a file of another result type.
-        """
-        return load_result(cls, path, lambda data, _: cls.from_dict(data))
 
     def __repr__(self) -> str:
         return (

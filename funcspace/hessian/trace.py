@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -16,36 +17,48 @@ from .results import TraceResult
 __all__ = ["hutchinson_trace", "hutchpp_trace", "krylov_trace"]
 
 
-def hutchinson_trace(op: Operator | Tensor, samples: int = 100, seed: int = 0) -> TraceResult:
+def hutchinson_trace(
+    op: Operator | Tensor, hvps: int = 100, seed: int = 0, *, samples: int | None = None
+) -> TraceResult:
     """Hutchinson's trace estimate ``mean(z^T H z)`` over Rademacher vectors ``z``.
 
     Parameters
     ----------
     op : HessianOperator, operator, or square Tensor
-    samples : int
-        Number of probe vectors (= products).
+    hvps : int
+        Number of probe vectors (= products), the budget every trace estimator takes.
     seed : int
+    samples : int, optional
+        The former name of ``hvps``: deprecated, removed in the next release.
 
     Returns
     -------
     TraceResult
-        ``std_error`` is the sample standard deviation over ``sqrt(samples)``.
+        ``std_error`` is the sample standard deviation over ``sqrt(hvps)``.
 
     Example
     -------
-    >>> hutchinson_trace(torch.eye(5, dtype=torch.float64), samples=3).estimate
+    >>> hutchinson_trace(torch.eye(5, dtype=torch.float64), hvps=3).estimate
     5.0
     """
+    if samples is not None:
+        warnings.warn(
+            "hutchinson_trace(..., samples=) is deprecated and will be removed in the next "
+            "release; pass hvps=, the budget every trace estimator takes",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        hvps = samples
     op = as_operator(op)
-    samples = positive_int("samples", samples)
+    hvps = positive_int("hvps", hvps)
     gen = generator(op.device, seed)
     values = []
-    for _ in range(samples):
+    for _ in range(hvps):
         z = rademacher((op.shape[0],), op, gen)
         values.append(torch.dot(z, op.matvec(z)))
     v = torch.stack(values).double().cpu().numpy()
-    err = float(v.std(ddof=1) / math.sqrt(samples)) if samples > 1 else math.nan
-    return TraceResult(float(v.mean()), err, samples, "hutchinson")
+    err = float(v.std(ddof=1) / math.sqrt(hvps)) if hvps > 1 else math.nan
+    return TraceResult(float(v.mean()), err, hvps, "hutchinson")
 
 
 def hutchpp_trace(op: Operator | Tensor, hvps: int = 99, seed: int = 0) -> TraceResult:

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from funcspace._store import (
-    PathLike,
-    check_summary,
-    load_result,
-    pack,
-    save_result,
-    summary,
-    unpack,
-)
+from funcspace._store import Stored, check_summary, pack, summary, unpack
 from funcspace.errors import FuncspaceError
 from funcspace.params import Params
 
@@ -69,9 +60,24 @@ def _ranges(values: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} in [{v.min():.4g}, {v.max():.4g}]" for k, v in values.items())
 
 
+class _Slice(Stored):
+    """The storage of both slices: :meth:`to_dict` in JSON, the directions in safetensors."""
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return _pack_all("directions", self.directions)  # type: ignore[attr-defined]
+
+    @classmethod
+    def _restore(cls, data: dict[str, Any], tensors: dict[str, Tensor]) -> Any:
+        return cls.from_dict(  # type: ignore[attr-defined]
+            data, _unpack_all("directions", len(data["directions"]), tensors)
+        )
+
+
 @dataclass(frozen=True, eq=False)
-class Slice1D:
+class Slice1D(_Slice):
     """Metrics along a line ``origin + t * direction``.
+
+    :meth:`save` stores :meth:`to_dict` as JSON and the direction as safetensors.
 
     Attributes
     ----------
@@ -120,40 +126,6 @@ class Slice1D:
         """
         return cls(**_slice_fields(data, directions, "coordinates"))
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (the directions).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The files' common name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        return save_result(self, path, _pack_all("directions", self.directions))
-
-    @classmethod
-    def load(cls, path: PathLike) -> Slice1D:
-        """The slice :meth:`save` wrote at ``path``, directions included (on the CPU).
-
-        Raises
-        ------
-        DataError
-            For a missing, truncated or corrupted file (named).
-        FuncspaceError
-            For a file of another result type.
-        """
-        return load_result(
-            cls,
-            path,
-            lambda data, tensors: cls.from_dict(
-                data, _unpack_all("directions", len(data["directions"]), tensors)
-            ),
-        )
-
     def __repr__(self) -> str:
         return (
             f"Slice1D({len(self.coordinates)} points, t in [{self.coordinates[0]:.4g}, "
@@ -162,8 +134,10 @@ class Slice1D:
 
 
 @dataclass(frozen=True, eq=False)
-class Slice2D:
+class Slice2D(_Slice):
     """Metrics on a grid ``origin + x * directions[0] + y * directions[1]``.
+
+    :meth:`save` stores :meth:`to_dict` as JSON and the directions as safetensors.
 
     Attributes
     ----------
@@ -213,47 +187,15 @@ class Slice2D:
         """
         return cls(**_slice_fields(data, directions, "x", "y"))
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (the directions).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The files' common name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        return save_result(self, path, _pack_all("directions", self.directions))
-
-    @classmethod
-    def load(cls, path: PathLike) -> Slice2D:
-        """The slice :meth:`save` wrote at ``path``, directions included (on the CPU).
-
-        Raises
-        ------
-        DataError
-            For a missing, truncated or corrupted file (named).
-        FuncspaceError
-            For a file of another result type.
-        """
-        return load_result(
-            cls,
-            path,
-            lambda data, tensors: cls.from_dict(
-                data, _unpack_all("directions", len(data["directions"]), tensors)
-            ),
-        )
-
     def __repr__(self) -> str:
         return f"Slice2D({len(self.x)}x{len(self.y)} grid, {_ranges(self.values)})"
 
 
 @dataclass(frozen=True, eq=False)
-class TrajectoryPCA:
+class TrajectoryPCA(Stored):
     """The two principal directions of a trajectory and its coordinates on them.
+
+    :meth:`save` stores :meth:`to_dict` as JSON, the directions and the center as safetensors.
 
     Attributes
     ----------
@@ -333,43 +275,13 @@ class TrajectoryPCA:
             center=center,
         )
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``<path>.json`` (:meth:`to_dict`) and ``<path>.safetensors`` (directions and
-        center).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            The files' common name (a ``.json`` suffix is dropped).
-
-        Returns
-        -------
-        Path
-            The JSON file.
-        """
-        tensors = {**_pack_all("directions", self.directions), **pack("center", self.center)}
-        return save_result(self, path, tensors)
+    def _tensors(self) -> dict[str, Tensor]:
+        return {**_pack_all("directions", self.directions), **pack("center", self.center)}
 
     @classmethod
-    def load(cls, path: PathLike) -> TrajectoryPCA:
-        """The PCA :meth:`save` wrote at ``path``, tensors included (on the CPU).
-
-        Raises
-        ------
-        DataError
-            For a missing, truncated or corrupted file (named).
-        FuncspaceError
-            For a file of another result type.
-        """
-        return load_result(
-            cls,
-            path,
-            lambda data, tensors: cls.from_dict(
-                data,
-                directions=_unpack_all("directions", 2, tensors),
-                center=unpack("center", tensors),
-            ),
-        )
+    def _restore(cls, data: dict[str, Any], tensors: dict[str, Tensor]) -> TrajectoryPCA:
+        directions = _unpack_all("directions", 2, tensors)
+        return cls.from_dict(data, directions=directions, center=unpack("center", tensors))
 
     def __repr__(self) -> str:
         ratio = ", ".join(f"{r:.3f}" for r in self.explained_variance_ratio)

@@ -354,7 +354,7 @@ def test_trace_estimators_unbiased_and_hutchpp_tighter():
     A = _decaying()
     true = float(torch.trace(A))
     seeds = range(300)
-    hutch = np.array([hutchinson_trace(A, samples=30, seed=s).estimate for s in seeds])
+    hutch = np.array([hutchinson_trace(A, hvps=30, seed=s).estimate for s in seeds])
     plus = [hutchpp_trace(A, hvps=30, seed=s) for s in seeds]
     hpp = np.array([r.estimate for r in plus])
     assert all(r.hvps == 30 and r.method == "hutch++" for r in plus)
@@ -362,7 +362,7 @@ def test_trace_estimators_unbiased_and_hutchpp_tighter():
         assert abs(est.mean() - true) < 4 * est.std(ddof=1) / math.sqrt(len(est))
     assert hpp.std() < 0.2 * hutch.std()
     # the reported standard errors match the spread over seeds (within a factor 2)
-    se = np.mean([hutchinson_trace(A, samples=30, seed=s).std_error for s in range(40)])
+    se = np.mean([hutchinson_trace(A, hvps=30, seed=s).std_error for s in range(40)])
     assert 0.5 < se / hutch.std() < 2
 
 
@@ -401,7 +401,7 @@ def test_krylov_trace_unbiased_and_tighter_than_hutchinson_and_hutchpp(matrix):
     assert all(r.hvps == 30 and r.method == "krylov" for r in runs)
     kry = np.array([r.estimate for r in runs])
     assert abs(kry.mean() - true) < 4 * kry.std(ddof=1) / math.sqrt(len(kry))
-    hutch = np.array([hutchinson_trace(A, samples=30, seed=s).estimate for s in seeds])
+    hutch = np.array([hutchinson_trace(A, hvps=30, seed=s).estimate for s in seeds])
     hpp = np.array([hutchpp_trace(A, hvps=30, seed=s).estimate for s in seeds])
     assert kry.std() < 0.5 * hutch.std() and kry.std() < hpp.std()
     se = np.mean([r.std_error for r in runs[:40]])
@@ -421,8 +421,10 @@ def test_trace_validation():
     A = _decaying(10)
     with pytest.raises(FuncspaceError, match="at least 3"):
         hutchpp_trace(A, hvps=2)
-    with pytest.raises(FuncspaceError, match="samples"):
-        hutchinson_trace(A, samples=0)
+    with pytest.raises(FuncspaceError, match="hvps"):
+        hutchinson_trace(A, hvps=0)
+    with pytest.warns(DeprecationWarning, match=r"samples=\) is deprecated"):
+        assert hutchinson_trace(A, samples=3, seed=1) == hutchinson_trace(A, hvps=3, seed=1)
     with pytest.raises(FuncspaceError, match="seed"):
         hutchinson_trace(A, seed=1.5)
     with pytest.raises(FuncspaceError, match="at least 2"):
@@ -444,12 +446,12 @@ def test_spectral_density_integrates_to_one_and_mean_is_trace_over_n():
     assert sd.nodes.shape == sd.weights.shape == (4, 30) and sd.hvps == 120
     np.testing.assert_allclose(sd.weights.sum(axis=1), 1.0, atol=1e-12)
     # the quadrature's mean is each probe's Rayleigh quotient: Hutchinson on the same probes
-    same = hutchinson_trace(A, samples=4, seed=7).estimate / n
+    same = hutchinson_trace(A, hvps=4, seed=7).estimate / n
     assert abs(sd.mean() - same) < 1e-12
     assert abs(np.trapezoid(sd.grid * sd.density, sd.grid) - sd.mean()) < 1e-6
     # and it estimates trace / n
     many = spectral_density(A, n_vectors=200, steps=5, seed=8)
-    spread = hutchinson_trace(A, samples=200, seed=8).std_error / n
+    spread = hutchinson_trace(A, hvps=200, seed=8).std_error / n
     assert abs(many.mean() - float(torch.trace(A)) / n) < 4 * spread
     # with as many steps as n the nodes are the eigenvalues
     full = spectral_density(A, n_vectors=1, steps=n, seed=9)

@@ -154,3 +154,91 @@ def select_parameters(
             )
         chosen |= hits
     return [n for n in names if n in chosen]
+
+
+def explain_forward_error(model: nn.Module, inputs: torch.Tensor, err: Exception) -> FuncspaceError:
+    """A clear error for a forward pass that failed on the user's inputs, with what to do."""
+    hints = []
+    has_conv = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Embedding))), None)
+    if has_conv and inputs.ndim == 2:
+        hints.append(
+            "the model has convolutions but the inputs are flat vectors (N, features); load "
+            "image data as images, e.g. funcspace.data.load('digits', flat=False) or "
+            "load('mnist', ..., flatten=False)"
+        )
+    if not inputs.is_floating_point() and not isinstance(first, nn.Embedding):
+        hints.append(
+            f"the inputs are {inputs.dtype}; convert them to floats (for image bytes, "
+            "x.float() / 255) or load them with funcspace.data.load"
+        )
+    hint = ("; " + "; ".join(hints)) if hints else ""
+    return FuncspaceError(
+        f"{type(model).__name__} cannot run on inputs of shape {tuple(inputs.shape[1:])} per "
+        f"example ({inputs.dtype}): {type(err).__name__}: {err}{hint}"
+    )
+
+
+def check_model_data(
+    model: object, data: object, split: str = "train", *, targets: str = "class"
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The one boundary check of a (model, data) pair, for every function that takes both.
+
+    Refuses a model without parameters or with NaN or inf in them, data that are not a
+    :class:`~funcspace.data.Dataset` or an ``(inputs, targets)`` pair, targets the loss cannot
+    read (``targets``: ``"class"`` for integer class indices, ``"sign"``, ``"real"`` or
+    ``"any"``, as :class:`~funcspace.metrics.Metric` says), and a model that fails on two of
+    the inputs or whose outputs do not fit the class targets, each with what to do.
+
+    Returns
+    -------
+    (model, inputs, targets)
+        Inputs moved to the model's device, floating ones cast to its floating dtype; class
+        targets as int64, real or sign targets in the model's dtype.
+    """
+    from funcspace.data import as_pair  # funcspace.data imports this module
+
+    model = check_module("model", model, parameters=True)
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise FuncspaceError(
+                f"parameter {name!r} of the model contains NaN or inf; a network with "
+                "non-finite weights has nothing to measure (did training diverge?)"
+            )
+    x, y = as_pair(data, split)
+    like = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = next(model.parameters()).device
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
+    if targets == "class":
+        if y.is_floating_point() or y.ndim != 1:
+            raise FuncspaceError(
+                f"targets must be a 1-D tensor of integer class indices; got {y.dtype} of shape "
+                f"{tuple(y.shape)} (for regression targets use loss='mse' where it is offered)"
+            )
+        y = y.to(device=device, dtype=torch.long)
+    elif targets in ("real", "sign"):
+        y = y.to(device=device, dtype=dtype)
+    else:
+        y = y.to(device)
+    if len(x) == 0:
+        raise FuncspaceError("the data are empty: there is nothing to measure")
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = model(x[:2])
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        raise explain_forward_error(model, x, err) from err
+    if targets == "class":
+        classes = out.shape[1] if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+        if classes is None:
+            raise FuncspaceError(
+                f"the model must return (N, n_classes) logits; it returned "
+                f"{tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__}"
+                " per example"
+            )
+        if int(y.min()) < 0 or int(y.max()) >= classes:
+            raise FuncspaceError(
+                f"targets range over [{int(y.min())}, {int(y.max())}] but the model has "
+                f"{classes} outputs; targets must be class indices below the number of outputs"
+            )
+    return model, x, y

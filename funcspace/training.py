@@ -21,9 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from funcspace._store import PathLike, Stored, file_pair, module_from_state, pack, unpack
+from funcspace._validate import check_model_data
 from funcspace.data import Dataset, as_pair
 from funcspace.errors import FuncspaceError
-from funcspace.optim import Context, error_and_loss, method_class
+from funcspace.evaluation import Evaluator, Settings
+from funcspace.evaluation.engine import NonFiniteMetrics
+from funcspace.metrics import ERROR, Metric, as_loss
+from funcspace.optim import Context, method_class
 from funcspace.params import Params, parameters_of
 
 logger = logging.getLogger(__name__)
@@ -196,11 +200,37 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _training_loss(loss: str | Metric | None) -> Metric:
+    metric = as_loss(loss)
+    if not isinstance(metric, Metric) or metric.targets not in ("class", "any"):
+        raise FuncspaceError(
+            "train takes a differentiable funcspace.metrics.Metric on class-index targets as "
+            f"loss (or its name, such as 'loss'); got {loss!r}. Wrap a function of your own "
+            "as Metric('name', per_example_fn, targets='class'); regression training is not "
+            "supported yet"
+        )
+    return metric
+
+
+def _error_and_loss(evaluator: Evaluator, model: nn.Module, pair) -> tuple[float, float]:
+    """Error and the training loss of ``model`` on ``pair``, through the run's evaluator;
+    ``(1, nan)`` once the run has diverged (non-finite weights or outputs)."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return 1.0, math.nan
+    try:
+        values = evaluator.evaluate(model, pair).values
+    except NonFiniteMetrics:
+        return 1.0, math.nan
+    names = [m.name for m in evaluator.settings.metrics]
+    return float(values[names[0]][0]), float(values[names[1]][0])
+
+
 def train(
     model: nn.Module,
     data: Dataset | tuple[torch.Tensor, torch.Tensor],
     optimizer: str = "sgd",
     *,
+    loss: str | Metric | None = None,
     seed: int = 0,
     epochs: int = 100,
     batch_size: int = 128,
@@ -211,7 +241,8 @@ def train(
     device: torch.device | str | None = None,
     **optimizer_options: Any,
 ) -> TrainResult:
-    """Train a copy of ``model`` with cross-entropy until zero training error or ``epochs``.
+    """Train a copy of ``model`` until zero training error or ``epochs`` (cross-entropy by
+    default).
 
     Parameters
     ----------
@@ -226,6 +257,10 @@ def train(
         result is the replicas' center (:class:`funcspace.optim.ReplicatedSGD`: 3 replicas
         from independent initializations, :class:`funcspace.optim.Balanced` coupling); ``"adv"``:
         adversarial initialization then SGD without momentum; ``"sam"``; ``"entropy_sgd"``.
+    loss : str or Metric, optional
+        The training loss: a differentiable :class:`~funcspace.metrics.Metric` on class-index
+        targets, or its name (default ``"loss"``, cross-entropy). The record's
+        ``train_loss``/``test_loss`` are this loss; the error is the argmax error.
     seed : int
         Seeds the run's own generators (shuffling, corruption, noise) and, for the run only,
         the global RNG (dropout); the caller's global RNG state is restored afterwards.
@@ -256,8 +291,10 @@ def train(
     Raises
     ------
     FuncspaceError
-        For an unknown optimizer or option (the message lists the valid ones), bad settings, or
-        data that is not a classification pair.
+        For an unknown optimizer or option (the message lists the valid ones), bad settings, a
+        loss that is no differentiable metric of class targets, or a model and data that do
+        not fit (the boundary check every measuring function shares: NaN weights, float or
+        out-of-range labels, a CNN given flat inputs, ... each with what to do).
 
     Examples
     --------
@@ -272,6 +309,7 @@ def train(
     """
     if not isinstance(model, nn.Module):
         raise FuncspaceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    loss_metric = _training_loss(loss)
     cls = method_class(optimizer)
     if lr is not None:
         optimizer_options = {**optimizer_options, "lr": lr}
@@ -284,11 +322,9 @@ def train(
 
     inputs, targets = as_pair(data, "train")
     test = as_pair(data, "test") if isinstance(data, Dataset) and len(data.test[0]) else None
-    if targets.is_floating_point() or targets.ndim != 1:
-        raise FuncspaceError(
-            "targets must be a 1-d tensor of integer class indices; got "
-            f"{targets.dtype} of shape {tuple(targets.shape)}"
-        )
+    check_model_data(model, (inputs, targets))  # one boundary check, clear messages
+    if test is not None:
+        check_model_data(model, test)
     device = torch.device(device) if device is not None else inputs.device
     net = copy.deepcopy(model).to(device)
     dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), inputs.dtype)
@@ -312,7 +348,11 @@ def train(
             torch.cuda.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.Generator(device=device).manual_seed(seed + 1)
-        context = Context(inputs, targets, n_classes, epochs, batch_size, generator, noise)
+        context = Context(
+            inputs, targets, n_classes, epochs, batch_size, generator, noise, loss_metric
+        )
+        # every epoch's bookkeeping runs through one evaluator, traced once for the run
+        evaluator = Evaluator(net, Settings(metrics=(ERROR, loss_metric)))
         method = cls(net, context, **options)
         details = method.prepare()
         init = parameters_of(method.model) if save_init else None
@@ -328,11 +368,11 @@ def train(
             for epoch in range(epochs):
                 method.run_epoch(epoch)
                 current = method.model
-                error, loss = error_and_loss(current, inputs, targets)
+                error, loss = _error_and_loss(evaluator, current, (inputs, targets))
                 history["train_error"].append(error)
                 history["train_loss"].append(loss)
                 if test is not None:
-                    test_error, test_loss = error_and_loss(current, *test)
+                    test_error, test_loss = _error_and_loss(evaluator, current, test)
                     history["te"].append(test_error)
                     history["tl"].append(test_loss)
                 bar.set_postfix(train_error=f"{error:.4f}", refresh=False)

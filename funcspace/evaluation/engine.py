@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from funcspace._validate import explain_forward_error
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import target_kind
@@ -29,6 +32,10 @@ from .stacked import StackedRunner, prefix
 from .strategy import Job, Runner
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteMetrics(FuncspaceError):
+    """Some metric came out NaN or inf at some point (overflowing outputs)."""
 
 
 def evaluate_points(
@@ -118,20 +125,24 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
                     "BatchNorm recalibration needs at least 2 inputs per batch; got a batch of "
                     f"{len(x)} (choose another batch_size or more recalibration data)"
                 )
-            shared = runner.shared(x)
-            for start in range(0, K, chunk):
-                runner.recalibrate(shared, start, min(start + chunk, K), buffers, step)
+            with _explained(job.template, x):
+                shared = runner.shared(x)
+                for start in range(0, K, chunk):
+                    runner.recalibrate(shared, start, min(start + chunk, K), buffers, step)
 
     metrics = job.settings.metrics
     targets = target_kind(metrics)
     totals = {m.name: torch.zeros(K, dtype=torch.float64, device=device) for m in metrics}
     for i, (x, y) in enumerate(job.batches):
-        shared = runner.shared(x)
+        with _explained(job.template, x):
+            shared = runner.shared(x)
+            if i == 0:
+                outputs, class_dim = runner.logits(shared, 0, min(chunk, K), buffers)
+                _check_outputs(outputs, y, class_dim, targets)
         parts: dict[str, list[Tensor]] = {m.name: [] for m in metrics}
         for start in range(0, K, chunk):
-            outputs, class_dim = runner.logits(shared, start, min(start + chunk, K), buffers)
-            if i == 0 and start == 0:
-                _check_outputs(outputs, y, class_dim, targets)
+            if i > 0 or start > 0:
+                outputs, class_dim = runner.logits(shared, start, min(start + chunk, K), buffers)
             for metric in metrics:
                 parts[metric.name].append(metric.sums(outputs, y, class_dim))
         for name, chunks in parts.items():
@@ -141,13 +152,24 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
     values = {name: (total / n).cpu().numpy() for name, total in totals.items()}
     if not all(np.isfinite(v).all() for v in values.values()):
         bad = [name for name, v in values.items() if not np.isfinite(v).all()]
-        raise FuncspaceError(
+        raise NonFiniteMetrics(
             f"metrics {bad} are not finite at some points: the outputs overflow or hold NaN "
             "(check the parameters, the inputs and the scale of the steps that made the points)"
         )
     return Evaluation(
         values, strategy, chunk, job.batch_size, job.settings.batchnorm, n, reuse, job.settings
     )
+
+
+@contextmanager
+def _explained(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """A model that cannot run on the inputs gets a clear error saying what to do."""
+    try:
+        yield
+    except FuncspaceError:
+        raise
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        raise explain_forward_error(model, x, err) from err
 
 
 def _check_outputs(outputs: Tensor, y: Tensor, class_dim: int, targets: str) -> None:

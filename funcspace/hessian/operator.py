@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from funcspace._validate import eval_mode, select_parameters
+from funcspace._validate import eval_mode, explain_forward_error, select_parameters
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import Metric, as_loss
@@ -193,7 +193,10 @@ class HessianOperator:
     def _gradients(self, x: Tensor, y: Tensor) -> list[Tensor | None]:
         state = {**self._fixed, **dict(zip(self.names, self._leaves, strict=True))}
         with eval_mode(self._model):
-            out = functional_call(self._model, state, (x,))
+            try:
+                out = functional_call(self._model, state, (x,))
+            except (RuntimeError, TypeError, IndexError) as err:
+                raise explain_forward_error(self._model, x, err) from err
         if isinstance(self._loss, Metric) and self._loss.targets == "class" and len(y):
             classes = out.shape[1] if out.ndim > 1 else 0
             if int(y.max()) >= classes or int(y.min()) < 0:

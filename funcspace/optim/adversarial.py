@@ -44,7 +44,7 @@ class Adversarial(SGD):
         for _ in range(o["adv_epochs"]):
             for idx in ctx.batches():
                 pre.zero_grad(set_to_none=True)
-                loss_of(self.net, inputs[idx], labels[idx]).backward()
+                loss_of(self.net, inputs[idx], labels[idx], ctx.loss).backward()
                 pre.step()
             epochs_run += 1
             random_error = error_and_loss(self.net, inputs, labels)[0]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from funcspace._validate import eval_mode
 from funcspace.errors import FuncspaceError
+from funcspace.metrics import LOSS
 
 SCHEDULES = ("cosine", "constant")
 
@@ -34,6 +35,8 @@ class Context:
     batch_size : examples per step.
     generator : CPU generator for shuffling and data corruption.
     noise : generator on the training device for Langevin noise.
+    loss : the training loss, ``loss(outputs, targets) -> scalar mean`` (a differentiable
+        :class:`~funcspace.metrics.Metric`; cross-entropy by default).
     """
 
     inputs: Tensor
@@ -43,6 +46,7 @@ class Context:
     batch_size: int
     generator: torch.Generator
     noise: torch.Generator
+    loss: Callable[[Tensor, Tensor], Tensor] = LOSS
 
     def batches(self) -> list[Tensor]:
         """Index batches of one fresh random permutation (a last batch of one joins its neighbour,
@@ -54,9 +58,15 @@ class Context:
         return chunks
 
 
-def loss_of(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy of ``model`` on a batch (the training loss of every method)."""
-    return F.cross_entropy(model(inputs), targets)
+def loss_of(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor] = LOSS,
+) -> Tensor:
+    """The training loss of ``model`` on a batch (the run's :attr:`Context.loss`; mean
+    cross-entropy by default)."""
+    return loss(model(inputs), targets)
 
 
 @torch.no_grad()
@@ -162,7 +172,7 @@ class _Stepper(Method):
 
     def _step(self, inputs: Tensor, targets: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss_of(self.net, inputs, targets).backward()
+        loss_of(self.net, inputs, targets, self.context.loss).backward()
         self.optimizer.step()
 
 

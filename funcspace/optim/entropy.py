@@ -64,7 +64,7 @@ class EntropySGD(Method):
             for idx in batches[start : start + o["L"]]:
                 for p in params:
                     p.grad = None
-                loss_of(self.net, ctx.inputs[idx], ctx.targets[idx]).backward()
+                loss_of(self.net, ctx.inputs[idx], ctx.targets[idx], ctx.loss).backward()
                 with torch.no_grad():
                     for p, x, m in zip(params, anchor, mu, strict=True):
                         drift = p.grad + gamma * (p - x) + o["weight_decay"] * p

@@ -152,7 +152,9 @@ class ReplicatedSGD(Method):
             center = self._center() if g > 0 else None
             for replica, opt, plan in zip(self.replicas, self.optimizers, plans, strict=True):
                 opt.zero_grad(set_to_none=True)
-                loss_of(replica, ctx.inputs[plan[step]], ctx.targets[plan[step]]).backward()
+                loss_of(
+                    replica, ctx.inputs[plan[step]], ctx.targets[plan[step]], ctx.loss
+                ).backward()
                 if center is not None:
                     with torch.no_grad():
                         for p, c in zip(replica.parameters(), center, strict=True):

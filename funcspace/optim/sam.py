@@ -24,7 +24,7 @@ class SAM(SGD):
 
     def _step(self, inputs: Tensor, targets: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss_of(self.net, inputs, targets).backward()
+        loss_of(self.net, inputs, targets, self.context.loss).backward()
         params = [p for p in self.net.parameters() if p.grad is not None]
         with torch.no_grad():
             if self.opts["adaptive"]:
@@ -40,7 +40,7 @@ class SAM(SGD):
                 p.add_(a)
         saved = [b.clone() for b in self.net.buffers()]
         self.optimizer.zero_grad(set_to_none=True)
-        loss_of(self.net, inputs, targets).backward()
+        loss_of(self.net, inputs, targets, self.context.loss).backward()
         with torch.no_grad():
             for p, a in zip(params, ascent, strict=True):
                 p.sub_(a)

@@ -232,3 +232,23 @@ def test_networks_with_non_finite_weights_are_refused_everywhere():
         huge[2].weight.mul_(1e308)
     with pytest.raises(FuncspaceError, match="not finite at some points"):
         evaluate(huge, (x, y))
+
+
+def test_every_measuring_function_explains_a_cnn_given_flat_inputs():
+    """The same mistake gets the same clear message from evaluate, planes, local energy and
+    the Hessian functions (not a raw 'Expected 3D or 4D input to conv2d')."""
+    from funcspace.flatness import hessian_eigenvalues
+    from funcspace.models import CNN
+
+    cnn = CNN(1, 8, channels=(4,), kernel_size=3, hidden=(8,), n_classes=3, seed=0).double()
+    flat = (torch.randn(12, 64, dtype=torch.float64), torch.randint(0, 3, (12,)))
+    calls = {
+        "evaluate": lambda: evaluate(cnn, flat),
+        "plane": lambda: landscape.plane(cnn, flat, resolution=(2, 2)),
+        "local_energy": lambda: local_energy(cnn, flat, sigmas=(0.1,), samples=2),
+        "hessian": lambda: hessian_eigenvalues(cnn, flat),
+    }
+    for name, call in calls.items():
+        with pytest.raises(FuncspaceError, match="flat vectors.*flat=False"):
+            call()
+        assert name

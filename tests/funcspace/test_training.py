@@ -329,3 +329,52 @@ def test_result_type(pair):
     assert isinstance(result, TrainResult)
     with pytest.raises(AttributeError):
         result.model = None  # frozen
+
+
+def test_bookkeeping_equals_a_plain_evaluation_of_the_result(pair):
+    from funcspace.optim import error_and_loss
+
+    result = train(_model(), pair, "sgd", epochs=3, progress=False)
+    error, loss = error_and_loss(result.model, *pair)
+    assert result.record.train_error[-1] == pytest.approx(error)
+    assert result.record.train_loss[-1] == pytest.approx(loss, rel=1e-6)
+
+
+def test_a_user_loss_trains_and_is_what_the_record_measures(pair):
+    from funcspace.metrics import Metric
+
+    def smoothed(outputs, targets):
+        return torch.nn.functional.cross_entropy(
+            outputs, targets, reduction="none", label_smoothing=0.1
+        )
+
+    loss = Metric("smoothed", smoothed, targets="class")
+    result = train(_model(), pair, "sam", loss=loss, epochs=4, progress=False)
+    with torch.no_grad():
+        expected = float(smoothed(result.model(pair[0]), pair[1]).mean())
+    assert result.record.train_loss[-1] == pytest.approx(expected, rel=1e-6)
+    assert result.record.train_loss[-1] < result.record.train_loss[0]
+    with pytest.raises(FuncspaceError, match="not differentiable"):
+        train(_model(), pair, loss="error", epochs=1, progress=False)
+    with pytest.raises(FuncspaceError, match="regression training is not supported yet"):
+        train(_model(), pair, loss="mse", epochs=1, progress=False)
+
+
+def test_the_boundary_check_says_what_is_wrong_and_what_to_do(pair):
+    from funcspace.models import CNN
+
+    x, y = pair
+    with pytest.raises(FuncspaceError, match="integer class indices"):
+        train(_model(), (x, y.double()), epochs=1, progress=False)
+    with pytest.raises(FuncspaceError, match=r"over \[9, 9\] but the model has 3 outputs"):
+        train(_model(), (x, y.clone().fill_(9)), epochs=1, progress=False)
+    cnn = CNN(1, 8, channels=(4,), kernel_size=3, hidden=(8,), n_classes=3, seed=0)
+    with pytest.raises(FuncspaceError, match="flat vectors.*flat=False"):
+        train(cnn, (torch.randn(16, 64), torch.randint(0, 3, (16,))), epochs=1, progress=False)
+    with pytest.raises(FuncspaceError, match=r"torch.uint8; convert them to floats"):
+        train(_model(), ((x * 10).clamp(0, 255).to(torch.uint8), y), epochs=1, progress=False)
+    broken = _model()
+    with torch.no_grad():
+        next(broken.parameters())[0, 0] = float("nan")
+    with pytest.raises(FuncspaceError, match="contains NaN"):
+        train(broken, pair, epochs=1, progress=False)

@@ -15,6 +15,7 @@ When ``seed`` is ``None`` the global RNG is used, as in plain PyTorch.
 """
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -64,6 +65,19 @@ def _check_seed(seed: object) -> int | None:
 
 
 # ------------------------------------------------------------------------ layer helpers
+
+
+def _renamed(batchnorm: bool, batch_norm: bool | None, where: str) -> bool:
+    """``batch_norm=``, the former spelling of ``batchnorm=`` (one name per concept)."""
+    if batch_norm is None:
+        return batchnorm
+    warnings.warn(
+        f"{where}(batch_norm=) is deprecated and will be removed in the next release; pass "
+        "batchnorm=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return batch_norm
 
 
 def _activation(name: str) -> nn.Module:
@@ -142,7 +156,7 @@ class MLP(nn.Module):
         Number of outputs.
     activation : {"relu", "leaky_relu", "tanh", "identity", "sign"}
         Hidden nonlinearity; ``"sign"`` uses :class:`canonicalize.Sign`.
-    batch_norm : bool
+    batchnorm : bool
         Insert ``BatchNorm1d`` after each hidden ``Linear``.
     bias : bool
         Whether every ``Linear`` has a bias.
@@ -150,6 +164,8 @@ class MLP(nn.Module):
         Dropout rate after each hidden activation, in ``[0, 1)``; ``0`` adds no layer.
     seed : int or None
         Seed for a local generator that initialises the parameters; ``None`` uses the global RNG.
+    batch_norm : bool, optional
+        The former spelling of ``batchnorm``: deprecated, removed in the next release.
 
     Raises
     ------
@@ -172,12 +188,14 @@ class MLP(nn.Module):
         widths: Sequence[int],
         n_classes: int,
         activation: str = "relu",
-        batch_norm: bool = False,
+        batchnorm: bool = False,
         bias: bool = True,
         dropout: float = 0.0,
         seed: int | None = None,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        batchnorm = _renamed(batchnorm, batch_norm, type(self).__name__)
         self.in_features = check_int("in_features", in_features)
         self.widths = _check_widths("widths", widths)
         self.n_classes = check_int("n_classes", n_classes)
@@ -189,7 +207,7 @@ class MLP(nn.Module):
             fan_in = self.in_features
             for width in self.widths:
                 layers.append(nn.Linear(fan_in, width, bias=bias))
-                if batch_norm:
+                if batchnorm:
                     layers.append(nn.BatchNorm1d(width))
                 layers.append(_activation(self.activation))
                 if self.dropout > 0:
@@ -244,7 +262,7 @@ class CNN(nn.Module):
         Widths of the hidden fully connected layers.
     n_classes : int
         Number of outputs.
-    batch_norm : bool
+    batchnorm : bool
         Insert ``BatchNorm2d`` after each conv (the fully connected part has none); convs then
         have no bias.
     pool : {"max", "avg"}
@@ -253,6 +271,8 @@ class CNN(nn.Module):
         Nonlinearity after every conv and hidden ``Linear``.
     seed : int or None
         Seed for a local generator that initialises the parameters; ``None`` uses the global RNG.
+    batch_norm : bool, optional
+        The former spelling of ``batchnorm``: deprecated, removed in the next release.
 
     Raises
     ------
@@ -275,12 +295,14 @@ class CNN(nn.Module):
         kernel_size: int = 5,
         hidden: Sequence[int] = (500,),
         n_classes: int = 10,
-        batch_norm: bool = False,
+        batchnorm: bool = False,
         pool: str = "max",
         activation: str = "relu",
         seed: int | None = None,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        batchnorm = _renamed(batchnorm, batch_norm, type(self).__name__)
         self.in_channels = check_int("in_channels", in_channels)
         self.image_size = check_int("image_size", image_size)
         self.channels = _normalize_stages(channels)
@@ -309,10 +331,10 @@ class CNN(nn.Module):
                 for c_out in stage:
                     features.append(
                         nn.Conv2d(
-                            c_in, c_out, self.kernel_size, padding=padding, bias=not batch_norm
+                            c_in, c_out, self.kernel_size, padding=padding, bias=not batchnorm
                         )
                     )
-                    if batch_norm:
+                    if batchnorm:
                         features.append(nn.BatchNorm2d(c_out))
                     features.append(_activation(self.activation))
                     c_in = c_out
@@ -362,16 +384,20 @@ def vgg_small(
     in_channels: int = 3,
     image_size: int = 32,
     n_classes: int = 10,
-    batch_norm: bool = True,
+    batchnorm: bool = True,
     seed: int | None = None,
+    batch_norm: bool | None = None,
 ) -> CNN:
     """Small VGG: ``conv16-conv16-pool-conv32-conv32-pool`` (3x3, BatchNorm), FC 128.
+
+    ``batch_norm`` is the deprecated spelling of ``batchnorm``.
 
     Examples
     --------
     >>> vgg_small(seed=0)(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
+    batchnorm = _renamed(batchnorm, batch_norm, "vgg_small")
     return CNN(
         in_channels,
         image_size,
@@ -379,7 +405,7 @@ def vgg_small(
         kernel_size=3,
         hidden=(128,),
         n_classes=n_classes,
-        batch_norm=batch_norm,
+        batchnorm=batchnorm,
         pool="max",
         activation="relu",
         seed=seed,
@@ -395,15 +421,15 @@ class ResidualBlock(nn.Module):
         Feature width, kept by the block.
     activation : str
         Name of the nonlinearity between the two ``Linear`` layers.
-    batch_norm : bool
+    batchnorm : bool
         Insert ``BatchNorm1d`` after the first ``Linear``.
     """
 
-    def __init__(self, width: int, activation: str = "relu", batch_norm: bool = False) -> None:
+    def __init__(self, width: int, activation: str = "relu", batchnorm: bool = False) -> None:
         super().__init__()
         check_int("width", width)
         layers: list[nn.Module] = [nn.Linear(width, width)]
-        if batch_norm:
+        if batchnorm:
             layers.append(nn.BatchNorm1d(width))
         layers += [_activation(activation), nn.Linear(width, width)]
         self.branch = nn.Sequential(*layers)
@@ -427,10 +453,12 @@ class ResidualMLP(nn.Module):
         Number of outputs.
     activation : {"relu", "leaky_relu", "tanh", "identity", "sign"}
         Nonlinearity inside the blocks and before the output layer.
-    batch_norm : bool
+    batchnorm : bool
         Insert ``BatchNorm1d`` inside each block.
     seed : int or None
         Seed for a local generator that initialises the parameters; ``None`` uses the global RNG.
+    batch_norm : bool, optional
+        The former spelling of ``batchnorm``: deprecated, removed in the next release.
 
     Raises
     ------
@@ -450,10 +478,12 @@ class ResidualMLP(nn.Module):
         depth: int,
         n_classes: int,
         activation: str = "relu",
-        batch_norm: bool = False,
+        batchnorm: bool = False,
         seed: int | None = None,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        batchnorm = _renamed(batchnorm, batch_norm, type(self).__name__)
         self.in_features = check_int("in_features", in_features)
         self.width = check_int("width", width)
         self.depth = check_int("depth", depth, minimum=0)
@@ -463,7 +493,7 @@ class ResidualMLP(nn.Module):
         with _global_rng_untouched(seed):
             self.stem = nn.Sequential(nn.Flatten(), nn.Linear(self.in_features, self.width))
             self.blocks = nn.Sequential(
-                *(ResidualBlock(self.width, self.activation, batch_norm) for _ in range(depth))
+                *(ResidualBlock(self.width, self.activation, batchnorm) for _ in range(depth))
             )
             self.head = nn.Sequential(
                 _activation(self.activation), nn.Linear(self.width, self.n_classes)
@@ -487,28 +517,28 @@ class BasicBlock(nn.Module):
         Channels in and out.
     stride : int
         Stride of the first conv and of the projection shortcut.
-    batch_norm : bool
+    batchnorm : bool
         Use BatchNorm after each conv (convs then have no bias).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, batch_norm: bool = True
+        self, in_channels: int, out_channels: int, stride: int = 1, batchnorm: bool = True
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("out_channels", out_channels)
         check_int("stride", stride)
-        norm: Callable[[int], nn.Module] = nn.BatchNorm2d if batch_norm else lambda _: nn.Identity()
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d if batchnorm else lambda _: nn.Identity()
         self.main = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=not batch_norm),
+            nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=not batchnorm),
             norm(out_channels),
             nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, 1, padding=1, bias=not batch_norm),
+            nn.Conv2d(out_channels, out_channels, 3, 1, padding=1, bias=not batchnorm),
             norm(out_channels),
         )
         if stride != 1 or in_channels != out_channels:
             self.shortcut: nn.Module = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=not batch_norm),
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=not batchnorm),
                 norm(out_channels),
             )
         else:
@@ -536,10 +566,12 @@ class ResNet(nn.Module):
         Channels per stage (non-empty).
     blocks_per_stage : int
         Number of :class:`BasicBlock` per stage.
-    batch_norm : bool
+    batchnorm : bool
         Use BatchNorm in the stem and the blocks; without it convs have biases.
     seed : int or None
         Seed for a local generator that initialises the parameters; ``None`` uses the global RNG.
+    batch_norm : bool, optional
+        The former spelling of ``batchnorm``: deprecated, removed in the next release.
 
     Raises
     ------
@@ -558,10 +590,12 @@ class ResNet(nn.Module):
         n_classes: int,
         widths: Sequence[int] = (16, 32),
         blocks_per_stage: int = 1,
-        batch_norm: bool = True,
+        batchnorm: bool = True,
         seed: int | None = None,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
+        batchnorm = _renamed(batchnorm, batch_norm, type(self).__name__)
         self.in_channels = check_int("in_channels", in_channels)
         self.n_classes = check_int("n_classes", n_classes)
         self.widths = _check_widths("widths", widths)
@@ -572,8 +606,8 @@ class ResNet(nn.Module):
         with _global_rng_untouched(seed):
             c0 = self.widths[0]
             self.stem = nn.Sequential(
-                nn.Conv2d(self.in_channels, c0, 3, padding=1, bias=not batch_norm),
-                nn.BatchNorm2d(c0) if batch_norm else nn.Identity(),
+                nn.Conv2d(self.in_channels, c0, 3, padding=1, bias=not batchnorm),
+                nn.BatchNorm2d(c0) if batchnorm else nn.Identity(),
                 nn.ReLU(),
             )
             stages = []
@@ -582,7 +616,7 @@ class ResNet(nn.Module):
                 blocks = []
                 for j in range(self.blocks_per_stage):
                     stride = 2 if i > 0 and j == 0 else 1
-                    blocks.append(BasicBlock(c_in, c_out, stride, batch_norm))
+                    blocks.append(BasicBlock(c_in, c_out, stride, batchnorm))
                     c_in = c_out
                 stages.append(nn.Sequential(*blocks))
             self.stages = nn.Sequential(*stages)

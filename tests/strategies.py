@@ -45,12 +45,12 @@ class Case:
 class ResidualNet(nn.Module):
     """Linear stem, blocks ``x + f(x)`` written with functional calls, head."""
 
-    def __init__(self, d_in, width, depth, d_out, act, batch_norm):
+    def __init__(self, d_in, width, depth, d_out, act, batchnorm):
         super().__init__()
         self.stem = nn.Linear(d_in, width)
         self.first = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
         self.norms = nn.ModuleList(
-            (nn.BatchNorm1d(width) if batch_norm else nn.Identity()) for _ in range(depth)
+            (nn.BatchNorm1d(width) if batchnorm else nn.Identity()) for _ in range(depth)
         )
         self.second = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
         self.act = activation(act)
@@ -66,9 +66,9 @@ class ResidualNet(nn.Module):
 class ConvResidualNet(nn.Module):
     """Conv stem with BatchNorm, one residual conv block, global pooling, head."""
 
-    def __init__(self, c_in, width, d_out, batch_norm):
+    def __init__(self, c_in, width, d_out, batchnorm):
         super().__init__()
-        bn = (lambda: nn.BatchNorm2d(width)) if batch_norm else nn.Identity
+        bn = (lambda: nn.BatchNorm2d(width)) if batchnorm else nn.Identity
         self.stem = nn.Sequential(nn.Conv2d(c_in, width, 3, padding=1), bn(), nn.ReLU())
         self.block = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1),
@@ -106,13 +106,13 @@ def mlps(draw) -> Case:
     depth = draw(st.integers(1, 3))
     widths = draw(st.lists(st.integers(2, 6), min_size=depth, max_size=depth))
     act = draw(st.sampled_from(ACTIVATIONS))
-    batch_norm = draw(st.booleans())
+    batchnorm = draw(st.booleans())
     bias = draw(st.booleans())
     layers: list[nn.Module] = []
     prev = d_in
     for width in widths:
         layers.append(nn.Linear(prev, width, bias=bias))
-        if batch_norm:
+        if batchnorm:
             layers.append(nn.BatchNorm1d(width, affine=draw(st.booleans())))
         layers.append(activation(act))
         if draw(st.booleans()):
@@ -128,7 +128,7 @@ def cnns(draw) -> Case:
     c_in = draw(st.integers(1, 2))
     channels = draw(st.lists(st.integers(2, 4), min_size=1, max_size=2))
     act = draw(st.sampled_from(("relu", "leaky_relu", "tanh")))
-    batch_norm = draw(st.booleans())
+    batchnorm = draw(st.booleans())
     pool = draw(st.sampled_from(("max", "avg", "none")))
     two_d = draw(st.booleans())
     conv, norm = (nn.Conv2d, nn.BatchNorm2d) if two_d else (nn.Conv1d, nn.BatchNorm1d)
@@ -137,7 +137,7 @@ def cnns(draw) -> Case:
     prev, size = c_in, 6 if two_d else 8
     for c in channels:
         layers.append(conv(prev, c, 3, padding=1))
-        if batch_norm:
+        if batchnorm:
             layers.append(norm(c))
         layers.append(activation(act))
         if pool != "none" and size >= 4:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,7 +122,7 @@ def digits(*, flat: bool = True, test_fraction: float = 0.2, seed: int = 0) -> D
 
 def mnist1d(
     *,
-    num_samples: int = 5000,
+    n_samples: int = 5000,
     flat: bool = True,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -134,10 +135,11 @@ def mnist1d(
     shear_scale: float = 0.75,
     shuffle_seq: bool = False,
     final_seq_length: int = 40,
+    num_samples: int | None = None,
 ) -> Dataset:
     """MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package; never downloaded.
 
-    The generator makes ``num_samples // 10`` signals per digit, shuffles them and standardizes
+    The generator makes ``n_samples // 10`` signals per digit, shuffles them and standardizes
     the whole set with one mean and one standard deviation (its own convention); the last
     ``round(test_fraction * n)`` signals are the test split, as in the reference set. The
     generator options keep the package's defaults; with them and ``seed=42`` it is the
@@ -145,7 +147,7 @@ def mnist1d(
 
     Parameters
     ----------
-    num_samples : int
+    n_samples : int
         Number of signals (rounded down to a multiple of 10).
     flat : bool
         Inputs of shape ``(N, final_seq_length)`` if True, ``(N, 1, final_seq_length)`` if False
@@ -157,6 +159,9 @@ def mnist1d(
     template_len, padding, scale_coeff, max_translation, corr_noise_scale, iid_noise_scale,
     shear_scale, shuffle_seq, final_seq_length
         Options of the ``mnist1d`` generator (``mnist1d.data.get_dataset_args``).
+    num_samples : int, optional
+        The former name of ``n_samples`` (the generator's own): deprecated, removed in the
+        next release.
 
     Returns
     -------
@@ -170,7 +175,7 @@ def mnist1d(
 
     Example
     -------
-    >>> data = mnist1d(num_samples=100, seed=42)
+    >>> data = mnist1d(n_samples=100, seed=42)
     >>> data.train[0].shape, data.test[0].shape
     (torch.Size([80, 40]), torch.Size([20, 40]))
     """
@@ -182,7 +187,15 @@ def mnist1d(
             "install it with: pip install 'funcspace[data]'"
         ) from error
 
-    num_samples = _check_int("num_samples", num_samples, minimum=10)
+    if num_samples is not None:
+        warnings.warn(
+            "mnist1d(num_samples=) is deprecated and will be removed in the next release; pass "
+            "n_samples=, as every generated data set does",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        n_samples = num_samples
+    n_samples = _check_int("n_samples", n_samples, minimum=10)
     flat = _check_bool("flat", flat)
     test_fraction = _check_fraction("test_fraction", test_fraction)
     seed = _check_seed(seed)
@@ -210,7 +223,7 @@ def mnist1d(
     args = get_dataset_args()
     for key, value in options.items():
         setattr(args, key, value)
-    args.num_samples, args.seed, args.train_split = num_samples, seed, 1.0  # we split below
+    args.num_samples, args.seed, args.train_split = n_samples, seed, 1.0  # we split below
     np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
         generated = make_dataset(args)  # make_dataset never downloads (get_dataset may)
@@ -228,7 +241,7 @@ def mnist1d(
         x = x[:, None, :]
     cut = len(x) - n_test
     meta = {
-        "num_samples": len(x),
+        "n_samples": len(x),
         "flat": flat,
         "test_fraction": test_fraction,
         "seed": seed,

@@ -29,8 +29,8 @@ EMBEDDED = [
     ("digits", {}, (1438, 64), (359, 64), 10),
     ("digits", {"flat": False}, (1438, 1, 8, 8), (359, 1, 8, 8), 10),
     ("digits", {"flat": False, "flatten": True, "test_fraction": 0.5}, (899, 64), (898, 64), 10),
-    ("mnist1d", {"num_samples": 200}, (160, 40), (40, 40), 10),
-    ("mnist1d", {"num_samples": 100, "flat": False, "final_seq_length": 30},
+    ("mnist1d", {"n_samples": 200}, (160, 40), (40, 40), 10),
+    ("mnist1d", {"n_samples": 100, "flat": False, "final_seq_length": 30},
      (80, 1, 30), (20, 1, 30), 10),
     ("teacher_student", {"input_dim": 6, "hidden": (8, 5), "n_classes": 4, "n_samples": 300},
      (240, 6), (60, 6), 4),
@@ -79,7 +79,7 @@ def test_mnist1d_leaves_global_random_state():
     before = (np.random.random(), random.random())  # noqa: NPY002
     np.random.seed(123)  # noqa: NPY002
     random.seed(123)
-    load("mnist1d", num_samples=100)
+    load("mnist1d", n_samples=100)
     assert (np.random.random(), random.random()) == before  # noqa: NPY002
 
 
@@ -89,7 +89,7 @@ def test_mnist1d_is_the_package_generator_output():
     args = get_dataset_args()
     args.num_samples, args.seed = 200, 42
     reference = make_dataset(args)
-    data = load("mnist1d", num_samples=200, seed=42, dtype=torch.float64)
+    data = load("mnist1d", n_samples=200, seed=42, dtype=torch.float64)
     assert np.array_equal(data.train[0].numpy(), reference["x"])
     assert np.array_equal(data.test[0].numpy(), reference["x_test"])
     assert np.array_equal(data.test[1].numpy(), reference["y_test"])
@@ -99,7 +99,7 @@ def test_mnist1d_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mnist1d", None)
     monkeypatch.setitem(sys.modules, "mnist1d.data", None)
     with pytest.raises(DataError, match=r"pip install 'funcspace\[data\]'"):
-        load("mnist1d", num_samples=100)
+        load("mnist1d", n_samples=100)
 
 
 # --------------------------------------------------------------------------- controls

@@ -73,11 +73,11 @@ def perturbed_copies(model, k, scale=0.3, seed=0):
     return out
 
 
-def mlp(batch_norm=False, seed=0):
-    return MLP(12, [16, 16], 5, batch_norm=batch_norm, seed=seed).double()
+def mlp(batchnorm=False, seed=0):
+    return MLP(12, [16, 16], 5, batchnorm=batchnorm, seed=seed).double()
 
 
-def cnn(batch_norm=False, seed=0):
+def cnn(batchnorm=False, seed=0):
     net = CNN(
         1,
         6,
@@ -85,7 +85,7 @@ def cnn(batch_norm=False, seed=0):
         kernel_size=3,
         hidden=(8,),
         n_classes=5,
-        batch_norm=batch_norm,
+        batchnorm=batchnorm,
         seed=seed,
     )
     return net.double()
@@ -105,10 +105,10 @@ FAMILIES = {"mlp": mlp, "cnn": cnn}
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
-@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("with_bn", [False, True])
 @pytest.mark.parametrize("batchnorm", ["fixed", "recalibrate"])
-def test_every_strategy_equals_module_forward(family, batch_norm, batchnorm):
-    nets = perturbed_copies(FAMILIES[family](batch_norm), 5)
+def test_every_strategy_equals_module_forward(family, with_bn, batchnorm):
+    nets = perturbed_copies(FAMILIES[family](with_bn), 5)
     x, y = data(family)
     recal = x if batchnorm == "recalibrate" else None
     expected = reference(nets, x, y, recalibrate_on=recal)
@@ -120,9 +120,9 @@ def test_every_strategy_equals_module_forward(family, batch_norm, batchnorm):
             assert len(result) == 5
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_stacked_input_with_stacked_or_shared_buffers(batch_norm):
-    nets = perturbed_copies(mlp(batch_norm), 4)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_stacked_input_with_stacked_or_shared_buffers(batchnorm):
+    nets = perturbed_copies(mlp(batchnorm), 4)
     x, y = data("mlp")
     assert_matches(evaluate(stack(nets), (x, y), chunk=3), reference(nets, x, y))
     # Shared buffers: every point uses the template's running statistics.
@@ -148,7 +148,7 @@ def test_single_module_and_dataset_splits():
 
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
 def test_data_batches_and_recalibration_batches(family):
-    nets = perturbed_copies(FAMILIES[family](batch_norm=True), 3)
+    nets = perturbed_copies(FAMILIES[family](batchnorm=True), 3)
     x, y = data(family, 45)
     recal, _ = data(family, 34, seed=7)
     expected = reference(nets, x, y, recalibrate_on=recal, batch_size=8)
@@ -167,7 +167,7 @@ def test_data_batches_and_recalibration_batches(family):
 
 
 def test_recalibration_uses_training_split_of_a_dataset():
-    nets = perturbed_copies(mlp(batch_norm=True), 2)
+    nets = perturbed_copies(mlp(batchnorm=True), 2)
     x, y = data("mlp", 50)
     dataset = Dataset("toy", (x[:30], y[:30]), (x[30:], y[30:]), 5)
     result = evaluate(nets, dataset, split="test", batchnorm="recalibrate")
@@ -175,7 +175,7 @@ def test_recalibration_uses_training_split_of_a_dataset():
 
 
 def test_nothing_is_mutated_and_eval_mode_is_used():
-    net = MLP(12, [16], 5, batch_norm=True, dropout=0.5, seed=0).double()
+    net = MLP(12, [16], 5, batchnorm=True, dropout=0.5, seed=0).double()
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x, y = data("mlp")
@@ -270,7 +270,7 @@ def test_float32_model_with_float64_inputs_and_metric_subset():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_strategies_agree():
-    nets = [n.cuda() for n in perturbed_copies(mlp(batch_norm=True), 6)]
+    nets = [n.cuda() for n in perturbed_copies(mlp(batchnorm=True), 6)]
     x, y = data("mlp")
     expected = reference([n.cpu() for n in copy.deepcopy(nets)], x, y)
     for strategy in ("loop", "vmap", "stacked"):
@@ -312,7 +312,7 @@ def as_models(net, origin, directions, coefficients):
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
 @pytest.mark.parametrize("batchnorm", ["fixed", "recalibrate"])
 def test_affine_equals_plain_evaluation(family, batchnorm):
-    net = FAMILIES[family](batch_norm=True)
+    net = FAMILIES[family](batchnorm=True)
     x, y = data(family)
     origin, directions, coefficients = plane(net, leave_out_biases=family == "cnn")
     recal = x if batchnorm == "recalibrate" else None
@@ -418,7 +418,7 @@ def assert_same(result: Evaluation, expected: Evaluation) -> None:
 
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
 def test_evaluator_reused_across_calls_equals_the_functions(family):
-    net = FAMILIES[family](batch_norm=True)
+    net = FAMILIES[family](batchnorm=True)
     x, y = data(family)
     nets = perturbed_copies(net, 5)
     evaluator = Evaluator(net)
@@ -497,7 +497,7 @@ def test_errors_name_the_problem():
     with pytest.raises(FuncspaceError, match="batch_size"):
         evaluate(mlp(), (x, y), batch_size=0)
     with pytest.raises(FuncspaceError, match="at least 2 inputs"):
-        evaluate(mlp(batch_norm=True), (x, y), batchnorm="recalibrate", batch_size=39)
+        evaluate(mlp(batchnorm=True), (x, y), batchnorm="recalibrate", batch_size=39)
     net = mlp()
     origin, directions, coefficients = plane(net)
     with pytest.raises(FuncspaceError, match=r"shape \(K, 2\)"):

@@ -258,7 +258,7 @@ def test_interpolate_refuses_mismatches():
     data = _data()
     with pytest.raises(FuncspaceError, match="shape"):
         interpolate(_mlp(), MLP(5, [6], 3, seed=0).double(), data)
-    a = MLP(5, [7], 3, batch_norm=True, seed=0).double()
+    a = MLP(5, [7], 3, batchnorm=True, seed=0).double()
     b = copy.deepcopy(a)
     b.layers[2].running_mean.add_(1.0)
     with pytest.raises(FuncspaceError, match="recalibrate"):

@@ -26,14 +26,14 @@ CASES: list[tuple[str, Callable[[int | None], nn.Module], tuple[int, ...]]] = [
     ("mlp_flat", lambda s: MLP(64, [32, 16], 10, seed=s), (4, 64)),
     ("mlp_image", lambda s: MLP(64, [32], 10, seed=s), (4, 1, 8, 8)),
     ("mlp_linear", lambda s: MLP(64, [], 3, seed=s), (4, 64)),
-    ("mlp_bn", lambda s: MLP(64, [16, 16], 10, batch_norm=True, bias=False, seed=s), (4, 64)),
+    ("mlp_bn", lambda s: MLP(64, [16, 16], 10, batchnorm=True, bias=False, seed=s), (4, 64)),
     ("mlp_dropout", lambda s: MLP(64, [16], 10, dropout=0.5, activation="tanh", seed=s), (4, 64)),
     ("mlp_leaky", lambda s: MLP(64, [16], 10, activation="leaky_relu", seed=s), (4, 64)),
     ("mlp_identity", lambda s: MLP(64, [16], 10, activation="identity", seed=s), (4, 64)),
     ("cnn_8x8", lambda s: CNN(1, 8, (4, 8), kernel_size=3, hidden=(16,), seed=s), (4, 1, 8, 8)),
     (
         "cnn_bn_avg",
-        lambda s: CNN(1, 8, (4,), 3, (), n_classes=5, batch_norm=True, pool="avg", seed=s),
+        lambda s: CNN(1, 8, (4,), 3, (), n_classes=5, batchnorm=True, pool="avg", seed=s),
         (4, 1, 8, 8),
     ),
     ("cnn_even_kernel", lambda s: CNN(3, 9, (4, 4), kernel_size=4, seed=s), (2, 3, 9, 9)),
@@ -41,10 +41,10 @@ CASES: list[tuple[str, Callable[[int | None], nn.Module], tuple[int, ...]]] = [
     ("lenet_8", lambda s: lenet(image_size=8, seed=s), (2, 1, 8, 8)),
     ("vgg_small", lambda s: vgg_small(in_channels=1, image_size=8, seed=s), (2, 1, 8, 8)),
     ("residual_mlp", lambda s: ResidualMLP(64, 16, 2, 10, seed=s), (4, 64)),
-    ("residual_mlp_bn", lambda s: ResidualMLP(64, 16, 2, 10, batch_norm=True, seed=s), (4, 64)),
+    ("residual_mlp_bn", lambda s: ResidualMLP(64, 16, 2, 10, batchnorm=True, seed=s), (4, 64)),
     ("residual_mlp_d0", lambda s: ResidualMLP(64, 16, 0, 10, seed=s), (4, 1, 8, 8)),
     ("resnet", lambda s: ResNet(1, 10, seed=s), (2, 1, 8, 8)),
-    ("resnet_nobn", lambda s: ResNet(3, 4, (4, 8, 8), 2, batch_norm=False, seed=s), (2, 3, 9, 9)),
+    ("resnet_nobn", lambda s: ResNet(3, 4, (4, 8, 8), 2, batchnorm=False, seed=s), (2, 3, 9, 9)),
 ]
 IDS = [name for name, _, _ in CASES]
 BN_CASES = [
@@ -167,7 +167,7 @@ def test_blocks_compute_residuals():
     block = ResidualBlock(4)
     x = torch.randn(3, 4)
     assert torch.allclose(block(x), x + block.branch(x))
-    basic = BasicBlock(2, 2, batch_norm=False)
+    basic = BasicBlock(2, 2, batchnorm=False)
     y = torch.randn(1, 2, 5, 5)
     assert torch.allclose(basic(y), torch.relu(basic.main(y) + y))
 
@@ -255,3 +255,11 @@ def test_sign_activation():
     x = torch.randn(5, 8)
     assert model(x).shape == (5, 3)
     assert torch.equal(fx.symbolic_trace(model)(x), model(x))
+
+
+
+def test_batch_norm_is_the_deprecated_spelling_of_batchnorm():
+    with pytest.warns(DeprecationWarning, match=r"MLP\(batch_norm=\) is deprecated"):
+        old = MLP(4, [8], 3, batch_norm=True, seed=0)
+    new = MLP(4, [8], 3, batchnorm=True, seed=0)
+    assert [type(m) for m in old.modules()] == [type(m) for m in new.modules()]

@@ -250,8 +250,8 @@ def test_output_distances_equal_direct_numpy_formulas():
 
 def test_models_are_not_mutated_and_keep_their_mode():
     data = _digits_like()
-    a = MLP(4, [8], 3, batch_norm=True, dropout=0.5, seed=0)
-    b = MLP(4, [8], 3, batch_norm=True, dropout=0.5, seed=1)
+    a = MLP(4, [8], 3, batchnorm=True, dropout=0.5, seed=0)
+    b = MLP(4, [8], 3, batchnorm=True, dropout=0.5, seed=1)
     a.train()
     b.eval()
     before = copy.deepcopy(a.state_dict())

@@ -91,16 +91,16 @@ def test_dropout_runs_are_deterministic(pair):
     assert _same(a.model, b.model)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_input_model_untouched_and_result_in_eval_mode(batch_norm, pair):
-    model = _model(batch_norm=batch_norm)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_input_model_untouched_and_result_in_eval_mode(batchnorm, pair):
+    model = _model(batchnorm=batchnorm)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = train(model, pair, "sgd", epochs=2, progress=False)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert result.model is not model and not result.model.training
     assert not _same(result.model, model)
-    if batch_norm:  # trained in train mode: the running statistics moved
+    if batchnorm:  # trained in train mode: the running statistics moved
         assert not torch.equal(
             result.model.state_dict()["layers.2.running_mean"], before["layers.2.running_mean"]
         )

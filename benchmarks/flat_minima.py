@@ -42,7 +42,7 @@ from torch import nn
 
 from funcspace.data import Dataset
 from funcspace.models import MLP
-from funcspace.optim import Gated, error_and_loss
+from funcspace.optim import Gated, error_and_loss, method_class
 from funcspace.training import train
 
 SIGMAS = (0.1, 0.2, 0.4, 0.6)
@@ -142,12 +142,11 @@ def run(
     result = train(
         MLP(64, (128, 128), 10, seed=seed),
         data,
-        optimizer,
+        method_class(optimizer).Options(**options),
         seed=seed,
         epochs=epochs,
         stop_at_zero_error=not full_budget,
         progress=False,
-        **options,
     )
     seconds = time.perf_counter() - start
     record = result.record

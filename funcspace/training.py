@@ -10,9 +10,11 @@ until zero training error or the epoch budget, and returns the trained copy with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Evaluator, Settings
 from funcspace.evaluation.engine import NonFiniteMetrics
 from funcspace.metrics import ERROR, Metric, as_loss
-from funcspace.optim import Context, method_class
+from funcspace.optim import Context, Options, method_class
 from funcspace.params import Params, parameters_of
 
 logger = logging.getLogger(__name__)
@@ -200,6 +202,27 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _options(optimizer: str | Options, keywords: dict[str, Any]) -> Options:
+    """The method's options: given as an object, or by name (keywords deprecated)."""
+    if isinstance(optimizer, Options):
+        if keywords:
+            raise FuncspaceError(
+                f"options {sorted(keywords)} were given both in {type(optimizer).__name__} and "
+                "as keywords; put them in the options object"
+            )
+        return optimizer
+    cls = method_class(optimizer)
+    options = cls.resolve(keywords)  # unknown or bad options are refused first
+    if keywords:
+        warnings.warn(
+            f"train(..., {', '.join(f'{k}=' for k in keywords)}) is deprecated and will be "
+            f"removed in the next release; pass optimizer={cls.Options.__name__}(...)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    return options
+
+
 def _training_loss(loss: str | Metric | None) -> Metric:
     metric = as_loss(loss)
     if not isinstance(metric, Metric) or metric.targets not in ("class", "any"):
@@ -228,7 +251,7 @@ def _error_and_loss(evaluator: Evaluator, model: nn.Module, pair) -> tuple[float
 def train(
     model: nn.Module,
     data: Dataset | tuple[torch.Tensor, torch.Tensor],
-    optimizer: str = "sgd",
+    optimizer: str | Options = "sgd",
     *,
     loss: str | Metric | None = None,
     seed: int = 0,
@@ -251,12 +274,15 @@ def train(
     data : Dataset or (inputs, targets)
         A :class:`funcspace.data.Dataset` (trained on its train split, its test split is
         recorded) or a plain pair of tensors (then no test error is recorded).
-    optimizer : {"sgd", "rsgd", "adv", "adam", "sam", "entropy_sgd"}
-        The method (:data:`funcspace.optim.METHODS`). ``"sgd"``: Nesterov momentum 0.9, lr 0.02
-        cosine-annealed over ``epochs`` (the paper's standard); ``"rsgd"``: replicated SGD whose
-        result is the replicas' center (:class:`funcspace.optim.ReplicatedSGD`: 3 replicas
-        from independent initializations, :class:`funcspace.optim.Balanced` coupling); ``"adv"``:
-        adversarial initialization then SGD without momentum; ``"sam"``; ``"entropy_sgd"``.
+    optimizer : {"sgd", "rsgd", "adv", "adam", "sam", "entropy_sgd"} or Options
+        The method by name (with its default options) or by its options
+        (:class:`funcspace.optim.SGDOptions`, ``ReplicatedSGDOptions``, ...: each method's
+        frozen dataclass, validated when built; :data:`funcspace.optim.METHODS`).
+        ``"sgd"``: Nesterov momentum 0.9, lr 0.02 cosine-annealed over ``epochs`` (the paper's
+        standard); ``"rsgd"``: replicated SGD whose result is the replicas' center
+        (:class:`funcspace.optim.ReplicatedSGD`: 3 replicas from independent
+        initializations, :class:`funcspace.optim.Balanced` coupling); ``"adv"``: adversarial
+        initialization then SGD without momentum; ``"sam"``; ``"entropy_sgd"``.
     loss : str or Metric, optional
         The training loss: a differentiable :class:`~funcspace.metrics.Metric` on class-index
         targets, or its name (default ``"loss"``, cross-entropy). The record's
@@ -269,7 +295,7 @@ def train(
     batch_size : int
         Examples per step.
     lr : float, optional
-        Learning rate; ``None`` takes the method's default.
+        Learning rate; ``None`` takes the method's (or the options') value.
     stop_at_zero_error : bool
         Stop after the first epoch whose training error (whole training set, eval mode) is 0.
     save_init : bool
@@ -280,8 +306,8 @@ def train(
     device : torch.device or str, optional
         Where to train; default: the device of the training inputs.
     **optimizer_options
-        Options of the method (``momentum``, ``replicas``, ``coupling``, ``rho``, ...; see each
-        class in :mod:`funcspace.optim`).
+        Deprecated (removed in the next release): the method's options one by one
+        (``momentum=``, ``replicas=``, ...); pass ``optimizer=SGDOptions(momentum=...)``.
 
     Returns
     -------
@@ -310,10 +336,11 @@ def train(
     if not isinstance(model, nn.Module):
         raise FuncspaceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     loss_metric = _training_loss(loss)
-    cls = method_class(optimizer)
+    options = _options(optimizer, optimizer_options)
     if lr is not None:
-        optimizer_options = {**optimizer_options, "lr": lr}
-    options = cls.resolve(optimizer_options)
+        options = dataclasses.replace(options, lr=lr)
+    cls = method_class(options.method)
+    optimizer = cls.name
     _check_int("seed", seed, 0)
     _check_int("epochs", epochs, 0)
     _check_int("batch_size", batch_size, 1)
@@ -353,7 +380,7 @@ def train(
         )
         # every epoch's bookkeeping runs through one evaluator, traced once for the run
         evaluator = Evaluator(net, Settings(metrics=(ERROR, loss_metric)))
-        method = cls(net, context, **options)
+        method = cls(net, context, **options.to_dict())
         details = method.prepare()
         init = parameters_of(method.model) if save_init else None
         bar = tqdm(
@@ -395,7 +422,7 @@ def train(
     result.eval()
     record = TrainRecord(
         optimizer=optimizer,
-        options=options,
+        options=options.to_dict(),
         seed=seed,
         batch_size=batch_size,
         epoch_budget=epochs,

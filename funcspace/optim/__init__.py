@@ -18,6 +18,10 @@ and decides when to stop. Names (see :data:`METHODS`):
 ``"adam"``, ``"sam"`` (sharpness-aware minimization, Foret et al. 2021), ``"entropy_sgd"``
     (Chaudhari et al. 2017: an inner Langevin loop estimates the local-entropy gradient).
 
+Each method's options are a frozen dataclass validated when built (:class:`SGDOptions`,
+:class:`ReplicatedSGDOptions`, ...): ``train(model, data, optimizer=SGDOptions(lr=0.05))``; a
+name alone takes the method's defaults.
+
 Every method draws its randomness from the run's generators (:class:`Context`), never from
 the global RNG, so a run is a function of its seed.
 
@@ -28,14 +32,14 @@ validation), ``sgd`` (SGD, Adam), ``adversarial``, ``sam``, ``entropy`` (entropy
 
 from __future__ import annotations
 
-from funcspace.optim.adversarial import Adversarial
-from funcspace.optim.base import SCHEDULES, Context, Method, error_and_loss, loss_of
+from funcspace.optim.adversarial import Adversarial, AdversarialOptions
+from funcspace.optim.base import SCHEDULES, Context, Method, Options, error_and_loss, loss_of
 from funcspace.optim.coupling import Balanced, Coupling, Gated, Geometric
-from funcspace.optim.entropy import EntropySGD
+from funcspace.optim.entropy import EntropySGD, EntropySGDOptions
 from funcspace.optim.registry import METHODS, method_class
-from funcspace.optim.replicated import ReplicatedSGD
-from funcspace.optim.sam import SAM
-from funcspace.optim.sgd import SGD, Adam
+from funcspace.optim.replicated import ReplicatedSGD, ReplicatedSGDOptions
+from funcspace.optim.sam import SAM, SAMOptions
+from funcspace.optim.sgd import SGD, Adam, AdamOptions, SGDOptions
 
 __all__ = [
     "METHODS",
@@ -43,15 +47,22 @@ __all__ = [
     "SCHEDULES",
     "SGD",
     "Adam",
+    "AdamOptions",
     "Adversarial",
+    "AdversarialOptions",
     "Balanced",
     "Context",
     "Coupling",
     "EntropySGD",
+    "EntropySGDOptions",
     "Gated",
     "Geometric",
     "Method",
+    "Options",
     "ReplicatedSGD",
+    "ReplicatedSGDOptions",
+    "SAMOptions",
+    "SGDOptions",
     "error_and_loss",
     "loss_of",
     "method_class",

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from funcspace.optim.base import _sgd, error_and_loss, loss_of
+from funcspace.optim.base import _sgd, error_and_loss, loss_of, option
 from funcspace.optim.checks import _count, _flag, _positive, _unit
-from funcspace.optim.sgd import SGD
+from funcspace.optim.sgd import SGD, SGDOptions
+
+
+@dataclass(frozen=True)
+class AdversarialOptions(SGDOptions):
+    """Options of ``"adv"``: SGD without momentum after the adversarial pre-training."""
+
+    method: ClassVar[str] = "adv"
+    momentum: float = option(0.0, _unit)
+    nesterov: bool = option(False, _flag)
+    adv_epochs: int = option(100, _count)
+    adv_lr: float = option(0.02, _positive)
+    adv_momentum: float = option(0.9, _unit)
+    corrupt_fraction: float = option(0.1, _unit)
 
 
 class Adversarial(SGD):
@@ -22,15 +36,7 @@ class Adversarial(SGD):
     """
 
     name = "adv"
-    options = {
-        **SGD.options,
-        "momentum": (0.0, _unit),
-        "nesterov": (False, _flag),
-        "adv_epochs": (100, _count),
-        "adv_lr": (0.02, _positive),
-        "adv_momentum": (0.9, _unit),
-        "corrupt_fraction": (0.1, _unit),
-    }
+    Options = AdversarialOptions
 
     def prepare(self) -> dict[str, Any]:
         ctx, o = self.context, self.opts
@@ -58,4 +64,4 @@ class Adversarial(SGD):
         }
 
 
-__all__ = ["Adversarial"]
+__all__ = ["Adversarial", "AdversarialOptions"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -105,15 +105,54 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 # ------------------------------------------------------------------------- base classes
 
 
+def option(default: Any, check: Callable[[str, Any], Any]) -> Any:
+    """A field of an :class:`Options` dataclass: its default and the check of a given value."""
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of one training method, validated when built (each method has its own:
+    ``SGDOptions``, ``ReplicatedSGDOptions``, ...). ``lr`` is always an option.
+
+    Pass an instance as ``train(model, data, optimizer=SGDOptions(lr=0.05))``; change one field
+    with ``dataclasses.replace``.
+
+    Raises
+    ------
+    FuncspaceError
+        For a value outside its range (the message names the option).
+    """
+
+    method: ClassVar[str]
+    lr: float
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check = f.metadata.get("check")
+            if check is not None:
+                object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option by name (values as they are; no recursion into objects)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 class Method(ABC):
     """One way of training: owns its network(s), takes one epoch of steps at a time.
 
-    Subclasses declare ``name`` and ``options`` (option name -> (default, check)); ``lr`` is
-    always an option. :meth:`resolve` validates user options at the boundary.
+    Subclasses declare ``name`` and ``Options`` (their :class:`Options` dataclass);
+    :meth:`resolve` validates user options at the boundary. ``options`` lists each option's
+    default and check, read from the dataclass.
     """
 
     name: ClassVar[str]
-    options: ClassVar[dict[str, tuple[Any, Callable[[str, Any], Any]]]]
+    Options: ClassVar[type[Options]]
+
+    @classmethod
+    def option_table(cls) -> dict[str, tuple[Any, Callable[[str, Any], Any]]]:
+        """Option name -> (default, check), from the method's :class:`Options` dataclass."""
+        return {f.name: (f.default, f.metadata["check"]) for f in fields(cls.Options)}
 
     def __init__(self, model: nn.Module, context: Context, **options: Any) -> None:
         self.net = model
@@ -121,18 +160,16 @@ class Method(ABC):
         self.opts = options
 
     @classmethod
-    def resolve(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """All options with defaults filled in, each checked; unknown names are refused."""
-        unknown = sorted(set(options) - set(cls.options))
+    def resolve(cls, options: dict[str, Any]) -> Options:
+        """The method's :class:`Options` from names and values; unknown names are refused."""
+        known = [f.name for f in fields(cls.Options)]
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise FuncspaceError(
                 f"optimizer {cls.name!r} has no option(s) {', '.join(map(repr, unknown))}; "
-                f"its options are {', '.join(sorted(cls.options))}"
+                f"its options are {', '.join(sorted(known))}"
             )
-        resolved = {}
-        for key, (default, check) in cls.options.items():
-            resolved[key] = check(key, options[key]) if key in options else default
-        return resolved
+        return cls.Options(**options)
 
     def prepare(self) -> dict[str, Any]:
         """Work before the first epoch (``"adv"`` pre-trains here); returns details to record."""

@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from funcspace.errors import FuncspaceError
-from funcspace.optim.base import SCHEDULES, Context, Method, _annealed, _set_lr, _sgd, loss_of
+from funcspace.optim.base import (
+    SCHEDULES,
+    Context,
+    Method,
+    Options,
+    _annealed,
+    _set_lr,
+    _sgd,
+    loss_of,
+    option,
+)
 from funcspace.optim.checks import _choice, _count, _flag, _nonnegative, _positive, _unit
+
+
+@dataclass(frozen=True)
+class EntropySGDOptions(Options):
+    """Options of ``"entropy_sgd"`` (the authors' defaults: outer lr 1, ``L`` 5 inner steps)."""
+
+    method: ClassVar[str] = "entropy_sgd"
+    lr: float = option(1.0, _positive)
+    momentum: float = option(0.9, _unit)
+    nesterov: bool = option(True, _flag)
+    weight_decay: float = option(0.0, _nonnegative)
+    schedule: str = option("constant", _choice(*SCHEDULES))
+    L: int = option(5, _count)
+    inner_lr: float = option(0.1, _positive)
+    gamma: float = option(0.03, _nonnegative)
+    scoping: float = option(1e-3, _nonnegative)
+    noise: float = option(1e-4, _nonnegative)
+    alpha: float = option(0.75, _unit)
 
 
 class EntropySGD(Method):
@@ -28,19 +57,7 @@ class EntropySGD(Method):
     """
 
     name = "entropy_sgd"
-    options = {
-        "lr": (1.0, _positive),
-        "momentum": (0.9, _unit),
-        "nesterov": (True, _flag),
-        "weight_decay": (0.0, _nonnegative),
-        "schedule": ("constant", _choice(*SCHEDULES)),
-        "L": (5, _count),
-        "inner_lr": (0.1, _positive),
-        "gamma": (0.03, _nonnegative),
-        "scoping": (1e-3, _nonnegative),
-        "noise": (1e-4, _nonnegative),
-        "alpha": (0.75, _unit),
-    }
+    Options = EntropySGDOptions
 
     def __init__(self, model: nn.Module, context: Context, **options: Any) -> None:
         super().__init__(model, context, **options)
@@ -88,4 +105,4 @@ class EntropySGD(Method):
         return {"outer_steps": self.steps}
 
 
-__all__ = ["EntropySGD"]
+__all__ = ["EntropySGD", "EntropySGDOptions"]

@@ -26,7 +26,7 @@ def method_class(name: str) -> type[Method]:
 
     Examples
     --------
-    >>> method_class("sgd").options["lr"][0]
+    >>> method_class("sgd").Options().lr
     0.02
     """
     if not isinstance(name, str) or name not in METHODS:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -13,14 +14,33 @@ from funcspace.optim.base import (
     SCHEDULES,
     Context,
     Method,
+    Options,
     _annealed,
     _set_lr,
     _sgd,
     error_and_loss,
     loss_of,
+    option,
 )
 from funcspace.optim.checks import _choice, _count, _flag, _nonnegative, _positive, _unit
-from funcspace.optim.coupling import Balanced, Geometric, _coupling
+from funcspace.optim.coupling import Balanced, Coupling, Geometric, _coupling
+
+
+@dataclass(frozen=True)
+class ReplicatedSGDOptions(Options):
+    """Options of ``"rsgd"`` (see :class:`ReplicatedSGD`)."""
+
+    method: ClassVar[str] = "rsgd"
+    lr: float = option(0.05, _positive)
+    replicas: int = option(3, _count)
+    coupling: Coupling = option(Balanced(), _coupling)
+    init: str = option("independent", _choice("independent", "shared"))
+    center: str = option("mean", _choice("mean", "elastic"))
+    init_noise: float = option(0.0, _nonnegative)
+    momentum: float = option(0.9, _unit)
+    nesterov: bool = option(True, _flag)
+    weight_decay: float = option(0.0, _nonnegative)
+    schedule: str = option("cosine", _choice(*SCHEDULES))
 
 
 class ReplicatedSGD(Method):
@@ -79,18 +99,7 @@ class ReplicatedSGD(Method):
     """
 
     name = "rsgd"
-    options = {
-        "lr": (0.05, _positive),
-        "replicas": (3, _count),
-        "coupling": (Balanced(), _coupling),
-        "init": ("independent", _choice("independent", "shared")),
-        "center": ("mean", _choice("mean", "elastic")),
-        "init_noise": (0.0, _nonnegative),
-        "momentum": (0.9, _unit),
-        "nesterov": (True, _flag),
-        "weight_decay": (0.0, _nonnegative),
-        "schedule": ("cosine", _choice(*SCHEDULES)),
-    }
+    Options = ReplicatedSGDOptions
 
     def __init__(self, model: nn.Module, context: Context, **options: Any) -> None:
         super().__init__(model, context, **options)
@@ -228,4 +237,4 @@ def _redraw(model: nn.Module, seed: int) -> None:
             module.reset_parameters()
 
 
-__all__ = ["ReplicatedSGD"]
+__all__ = ["ReplicatedSGD", "ReplicatedSGDOptions"]

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
-from funcspace.optim.base import loss_of
+from funcspace.optim.base import loss_of, option
 from funcspace.optim.checks import _flag, _positive
-from funcspace.optim.sgd import SGD
+from funcspace.optim.sgd import SGD, SGDOptions
+
+
+@dataclass(frozen=True)
+class SAMOptions(SGDOptions):
+    """Options of ``"sam"``: those of SGD, the radius ``rho`` and adaptive (ASAM) scaling."""
+
+    method: ClassVar[str] = "sam"
+    rho: float = option(0.05, _positive)
+    adaptive: bool = option(False, _flag)
 
 
 class SAM(SGD):
@@ -20,7 +32,7 @@ class SAM(SGD):
     """
 
     name = "sam"
-    options = {**SGD.options, "rho": (0.05, _positive), "adaptive": (False, _flag)}
+    Options = SAMOptions
 
     def _step(self, inputs: Tensor, targets: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -49,4 +61,4 @@ class SAM(SGD):
         self.optimizer.step()
 
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "SAMOptions"]

@@ -17,6 +17,7 @@ from funcspace.optim import (
     Gated,
     ReplicatedSGD,
     error_and_loss,
+    method_class,
 )
 from funcspace.params import parameters_of
 from funcspace.training import TrainResult, train
@@ -52,6 +53,11 @@ def dataset():
     return Dataset("teacher_student", (x[:160], y[:160]), (x[160:], y[160:]), 3)
 
 
+def opts(name: str, **options):
+    """The options object of method ``name`` (what train takes instead of keywords)."""
+    return method_class(name).Options(**options)
+
+
 def _model(seed: int = 0, **kwargs) -> nn.Module:
     return MLP(10, [32], 3, seed=seed, **kwargs)
 
@@ -65,13 +71,13 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 def test_deterministic_under_seed_whatever_the_global_rng(name, pair):
     model = _model()
     torch.manual_seed(1)
-    first = train(model, pair, name, seed=3, epochs=2, progress=False, **FAST[name])
+    first = train(model, pair, opts(name, **FAST[name]), seed=3, epochs=2, progress=False)
     torch.manual_seed(12345)
     torch.rand(17)
-    second = train(model, pair, name, seed=3, epochs=2, progress=False, **FAST[name])
+    second = train(model, pair, opts(name, **FAST[name]), seed=3, epochs=2, progress=False)
     assert _same(first.model, second.model)
     assert first.record.train_loss == second.record.train_loss
-    other = train(model, pair, name, seed=4, epochs=2, progress=False, **FAST[name])
+    other = train(model, pair, opts(name, **FAST[name]), seed=4, epochs=2, progress=False)
     assert not _same(first.model, other.model)
 
 
@@ -152,7 +158,7 @@ def test_record_lengths_and_plain_data(pair, dataset):
         assert len(series) == 3
     assert with_test.wall_time > 0 and with_test.options["lr"] == 0.02
     json.dumps(with_test.to_dict())
-    without = train(_model(), pair, "rsgd", epochs=2, progress=False, replicas=2)
+    without = train(_model(), pair, opts("rsgd", replicas=2), epochs=2, progress=False)
     assert without.record.test_error is None and without.record.test_loss is None
     assert len(without.record.details["coupling"]) == without.record.epochs
     assert len(without.record.details["replica_error"]) == without.record.epochs + 1
@@ -178,7 +184,7 @@ def _context(pair, epochs: int = 3) -> Context:
 @pytest.mark.parametrize("coupling", [(0.0, 1.5), Gated(target_error=0.0)])
 def test_rsgd_center_is_the_mean_of_free_replicas(coupling, pair):
     options = ReplicatedSGD.resolve({"replicas": 3, "coupling": coupling, "init": "shared"})
-    method = ReplicatedSGD(_model(), _context(pair), **options)
+    method = ReplicatedSGD(_model(), _context(pair), **options.to_dict())
     method.prepare()
     method.run_epoch(0)
     assert method.history["coupling"] == [0.0]
@@ -208,7 +214,7 @@ def test_rsgd_default_replicas_start_apart_and_are_pulled_together(pair):
     assert result.record.train_error[-1] < 0.5 * result.record.train_error[0]
     # replica 0 starts at the model's own parameters, the others elsewhere
     options = ReplicatedSGD.resolve({})
-    method = ReplicatedSGD(_model(), _context(pair), **options)
+    method = ReplicatedSGD(_model(), _context(pair), **options.to_dict())
     first, second = (parameters_of(r) for r in method.replicas[:2])
     assert _same(method.replicas[0], _model())
     assert not torch.equal(first["layers.1.weight"], second["layers.1.weight"])
@@ -219,28 +225,26 @@ def test_rsgd_default_replicas_start_apart_and_are_pulled_together(pair):
 
 def test_rsgd_balanced_coupling_needs_replicas_apart(pair):
     with pytest.raises(FuncspaceError, match="init='independent'"):
-        train(_model(), pair, "rsgd", epochs=1, progress=False, init="shared")
+        train(_model(), pair, opts("rsgd", init="shared"), epochs=1, progress=False)
     with pytest.raises(FuncspaceError, match="init"):
-        train(_model(), pair, "rsgd", epochs=1, progress=False, init="random")
+        train(_model(), pair, opts("rsgd", init="random"), epochs=1, progress=False)
 
 
 def test_rsgd_with_one_free_replica_is_sgd(pair):
-    rsgd = train(_model(), pair, "rsgd", epochs=3, progress=False, replicas=1, coupling=(0, 1))
+    rsgd = train(
+        _model(), pair, opts("rsgd", replicas=1, coupling=(0, 1)), epochs=3, progress=False
+    )
     sgd = train(_model(), pair, "sgd", lr=0.05, epochs=3, progress=False)
     assert _same(rsgd.model, sgd.model)
 
 
 def test_rsgd_coupling_pulls_replicas_together(pair):
-    settings = {
-        "epochs": 3,
-        "batch_size": 16,
-        "stop_at_zero_error": False,
-        "progress": False,
-        "replicas": 3,
-    }
-    free = train(_model(), pair, "rsgd", coupling=(0.0, 1.0), **settings)
-    tied = train(_model(), pair, "rsgd", coupling=(5.0, 1.0), **settings)
-    elastic = train(_model(), pair, "rsgd", coupling=(5.0, 1.0), center="elastic", **settings)
+    settings = {"epochs": 3, "batch_size": 16, "stop_at_zero_error": False, "progress": False}
+    free = train(_model(), pair, opts("rsgd", coupling=(0.0, 1.0), replicas=3), **settings)
+    tied = train(_model(), pair, opts("rsgd", coupling=(5.0, 1.0), replicas=3), **settings)
+    elastic = train(
+        _model(), pair, opts("rsgd", coupling=(5.0, 1.0), center="elastic", replicas=3), **settings
+    )
     free, tied = free.record.details["spread"][-1], tied.record.details["spread"][-1]
     assert tied < 0.2 * free
     assert elastic.record.train_loss[-1] < elastic.record.train_loss[0]
@@ -248,9 +252,8 @@ def test_rsgd_coupling_pulls_replicas_together(pair):
 
 def test_adv_pretrains_on_random_labels(dataset):
     model = MLP(10, [64], 3, seed=0)
-    result = train(
-        model, dataset, "adv", epochs=0, save_init=True, progress=False, adv_epochs=40, adv_lr=0.05
-    )
+    adv = opts("adv", adv_epochs=40, adv_lr=0.05)
+    result = train(model, dataset, adv, epochs=0, save_init=True, progress=False)
     details = result.record.details
     x, y = dataset.train
     init = MLP(10, [64], 3)
@@ -261,15 +264,7 @@ def test_adv_pretrains_on_random_labels(dataset):
     assert details["adv_init_train_error"] == error_and_loss(init, x, y)[0] > 0.45
     assert clean.record.train_error[-1] < 0.1
     after = train(
-        model,
-        dataset,
-        "adv",
-        epochs=30,
-        lr=0.1,
-        progress=False,
-        adv_epochs=40,
-        adv_lr=0.05,
-        stop_at_zero_error=False,
+        model, dataset, adv, epochs=30, lr=0.1, progress=False, stop_at_zero_error=False
     ).record
     assert after.train_error[-1] < details["adv_init_train_error"]
 
@@ -287,12 +282,14 @@ def test_method_reduces_the_loss(name, options, pair):
     x, y = pair
     model = _model()
     start = error_and_loss(model, x, y)[1]
-    record = train(model, pair, name, epochs=10, batch_size=16, progress=False, **options).record
+    record = train(
+        model, pair, opts(name, **options), epochs=10, batch_size=16, progress=False
+    ).record
     assert record.train_loss[-1] < 0.5 * start
 
 
 def test_sam_differs_from_its_base_sgd(pair):
-    sam = train(_model(), pair, "sam", epochs=2, progress=False, rho=0.2)
+    sam = train(_model(), pair, opts("sam", rho=0.2), epochs=2, progress=False)
     sgd = train(_model(), pair, "sgd", epochs=2, progress=False)
     assert not _same(sam.model, sgd.model)
 
@@ -321,7 +318,7 @@ def test_bad_names_and_options_rejected(pair):
     with pytest.raises(FuncspaceError, match="nn.Module"):
         train("model", pair)
     with pytest.raises(FuncspaceError, match="replicas"):
-        train(_model(), pair, "rsgd", replicas=0)
+        train(_model(), pair, opts("rsgd", replicas=0))
 
 
 def test_result_type(pair):
@@ -378,3 +375,17 @@ def test_the_boundary_check_says_what_is_wrong_and_what_to_do(pair):
         next(broken.parameters())[0, 0] = float("nan")
     with pytest.raises(FuncspaceError, match="contains NaN"):
         train(broken, pair, epochs=1, progress=False)
+
+
+def test_options_objects_are_validated_and_keywords_are_deprecated(pair):
+    from funcspace.optim import SAMOptions, SGDOptions
+
+    with pytest.raises(FuncspaceError, match="option rho must be a positive number"):
+        SAMOptions(rho=0.0)
+    result = train(_model(), pair, SGDOptions(momentum=0.5), lr=0.1, epochs=1, progress=False)
+    assert result.record.options["momentum"] == 0.5 and result.record.options["lr"] == 0.1
+    with pytest.warns(DeprecationWarning, match=r"momentum=\) is deprecated.*SGDOptions"):
+        old = train(_model(), pair, "sgd", momentum=0.5, lr=0.1, epochs=1, progress=False)
+    assert old.record.train_loss == result.record.train_loss
+    with pytest.raises(FuncspaceError, match="both in SGDOptions and as keywords"):
+        train(_model(), pair, SGDOptions(), momentum=0.5, epochs=1, progress=False)

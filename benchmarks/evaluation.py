@@ -1,9 +1,9 @@
 """Side-by-side benchmark: batched evaluation and planes against loops and ``loss-landscapes``.
 
 All on scikit-learn's digits (1797 x 64, bundled; standardized), the 64-256-256-10 ReLU MLP of
-PERFORMANCE.md (85,002 parameters), float32, timed with ``time.perf_counter`` as best of
-``repeats`` with the contenders interleaved (so a burst of load hits all of them); the median
-is printed beside the best to show the noise.
+the project's performance targets (85,002 parameters), float32, timed with
+``time.perf_counter`` as best of ``repeats`` with the contenders interleaved (so a burst of
+load hits all of them); the median is printed beside the best to show the noise.
 
 (a) 64 parameter points (64 seeded initializations) on the first 128 digits and on all 1797:
 

@@ -4,7 +4,8 @@
 - :func:`output_distance`: a distance between the two output distributions (softmax);
 - :func:`cka`: centered kernel alignment (Kornblith et al. 2019) of two representations, the
   outputs or any named module's output, plain or debiased;
-- :func:`geodesic_distance`: canonicalize's distance between the two symmetry classes.
+- :func:`class_distance`: the geodesic distance between the two networks' symmetry classes on
+  the torus (:func:`canonicalize.geodesic_distance` of their toroidal coordinates).
 
 Every function runs the models batch by batch, without gradients and in eval mode (their
 training flags are restored afterwards), and never changes their parameters. Inputs follow the
@@ -14,6 +15,7 @@ model's device and floating dtype. Results are Python floats.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Literal
 
@@ -448,7 +450,7 @@ def cka(
 # --------------------------------------------------------------------------- symmetry classes
 
 
-def geodesic_distance(
+def class_distance(
     a: nn.Module,
     b: nn.Module,
     example_input: Tensor | Dataset | Pair,
@@ -493,7 +495,7 @@ def geodesic_distance(
     >>> from canonicalize import random_transform
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> x = torch.randn(8, 3)
-    >>> geodesic_distance(net, random_transform(net, x, seed=1), x) < 1e-5
+    >>> class_distance(net, random_transform(net, x, seed=1), x) < 1e-5
     True
     """
     check_module("a", a)
@@ -506,4 +508,24 @@ def geodesic_distance(
     )
 
 
-__all__ = ["cka", "disagreement", "geodesic_distance", "output_distance"]
+def geodesic_distance(
+    a: nn.Module,
+    b: nn.Module,
+    example_input: Tensor | Dataset | Pair,
+    method: Literal["cosine", "weights", "activations"] = "cosine",
+    *,
+    output: Literal["normalize", "preserve"] = "normalize",
+    split: str = "train",
+) -> float:
+    """Deprecated name of :func:`class_distance` (removed in the next release): one name, one
+    meaning; :func:`canonicalize.geodesic_distance` takes toroidal points."""
+    warnings.warn(
+        "funcspace.similarity.geodesic_distance is deprecated and will be removed in the next "
+        "release; call class_distance (canonicalize.geodesic_distance takes TorusPoints)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return class_distance(a, b, example_input, method, output=output, split=split)
+
+
+__all__ = ["class_distance", "cka", "disagreement", "geodesic_distance", "output_distance"]

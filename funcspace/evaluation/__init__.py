@@ -13,26 +13,24 @@ copied per point or mutated. Three strategies compute the same numbers:
   batched products in a (points, features, inputs) layout; a chunk of one point runs plain 2-D
   products, the cheapest loop there is.
 
-``"auto"`` (the rule, measured on the project's 2-core AVX-512 CPU, torch 2.13; see
-``benchmarks/evaluation.py`` and ``benchmarks/README.md``):
+``"auto"`` (the rule; the measurements behind its thresholds, on the project's 2-core CPU,
+are in ``benchmarks/README.md``, section ``evaluation.py``):
 
 - a chain model runs ``"stacked"`` with ``chunk = clamp(2 MiB // (batch * width * itemsize),
-  1, K)``, ``width`` its widest layer. Stacking pays while a chunk's activations stay in cache
-  (overhead regime: 64 points of a 64-256-256-10 MLP on 128 inputs run in chunks of 16, 1.5x a
-  loop over modules); on large batches the chunk drops to 1, the plain loop of 2-D
-  products that batching cannot beat on a CPU (compute regime: 1,797 inputs, 1.0x).
+  1, K)``, ``width`` its widest layer: stacking pays while a chunk's activations stay in cache
+  (many points on small batches); on large batches the chunk drops to 1, the plain loop of
+  2-D products that batching cannot beat on a CPU;
 - any other model runs ``"vmap"`` in chunks of 16 when it is traceable by ``torch.fx`` and a
   point's pass on one batch costs under 8 MFLOP (Linear and Conv layers, counted on a one-input
-  pass; a small CNN: 2.7x the loop at 1.6 MFLOP, 0.9x at 26 MFLOP, LeNet never faster), else
-  ``"loop"``; if vmap fails on the model, ``"auto"`` falls back to the loop.
+  pass), else ``"loop"``; if vmap cannot run the model, ``"auto"`` logs it and runs the loop;
 - on CUDA the stacking budget is 256 MiB and generic models run vmap (not measured here).
 
 :func:`evaluate_affine` evaluates points ``origin + sum_i c_i d_i`` (planes, lines) and uses
 that the first layer's pre-activation is affine in the coefficients: ``X W(c)^T + b(c) = (X
 W_0^T + b_0) + sum_i c_i (X D_i^T + e_i)``, so each batch pays ``m + 1`` first-layer products
-instead of one per point. What it saves is the first layer's share of the work minus the
-memory passes of the combination: little for the 64-input digits MLP (about 1.1x), much for
-wide inputs (784-input MNIST-sized MLP, where the first layer is 60% of the FLOPs).
+instead of one per point. It saves the first layer's share of the work minus the memory
+passes of the combination: little for narrow inputs, much for wide ones (the benchmark
+measures both).
 
 BatchNorm: ``"fixed"`` uses each point's running statistics (stacked buffers, or the shared
 ones of the template); ``"recalibrate"`` recomputes them per point in train-mode forward

@@ -201,7 +201,7 @@ def _check_outputs(outputs: Tensor, y: Tensor, class_dim: int, targets: str) -> 
 
 
 # Working set (activations of one chunk on one batch) that keeps stacking profitable: about
-# the per-core L2 of the CPU measured in PERFORMANCE.md; on a GPU a memory bound only.
+# the per-core L2 of the project's CPU (benchmarks/README.md); on a GPU a memory bound only.
 _CPU_BUDGET = 2 * 2**20
 _GPU_BUDGET = 256 * 2**20
 _GENERIC_VMAP_CHUNK = 16

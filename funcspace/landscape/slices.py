@@ -3,6 +3,7 @@ in one batched engine call (which reuses the first layer's linearity along the d
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -32,13 +33,22 @@ def _random(
     normalization: Normalization,
     ignore: Ignore,
 ) -> tuple[list[Params], dict[str, Any]]:
-    """``count`` random directions drawn one after the other from ``seed``, and their meta."""
+    """``count`` random directions drawn one after the other from ``seed``, and their meta.
+
+    A seed is recorded as it is; a generator by its state before the draws (base64 of
+    ``Generator.get_state()``: ``torch.Generator().set_state(...)`` draws the same directions).
+    """
     gen = check_generator(seed)
+    meta: dict[str, Any] = {"directions": "random"}
+    if isinstance(seed, torch.Generator):
+        state = base64.b64encode(bytes(gen.get_state().tolist())).decode("ascii")
+        meta |= {"seed": None, "generator_state": state}
+    else:
+        meta |= {"seed": seed}
     directions = [
         random_direction(model, seed=gen, normalization=normalization, ignore=ignore)
         for _ in range(count)
     ]
-    meta = {"directions": "random", "seed": seed if isinstance(seed, int) else None}
     return directions, meta | {"normalization": normalization, "ignore": ignore}
 
 

@@ -66,26 +66,14 @@ class ReplicatedSGD(Method):
     data; any callable ``(epoch, replica_errors) -> g`` works (``replica_errors[0]`` is at the
     start, one more per finished epoch).
 
-    Why these defaults (``benchmarks/flat_minima.py``; digits, 64-128-128-10 MLP, 100 epochs,
-    batch 128, 3 seeds; local energy LE = train-error increase under multiplicative noise of
-    relative size sigma, 30 draws): replicas that start together spread only as far as SGD
-    noise takes them (~1e-6 per parameter), so with any schedule (the paper's, gated) the
-    center was SGD's minimizer (LE(0.4) 0.0062-0.0063 vs 0.0062 for SGD at lr 0.05). Started
-    apart and coupled from the first step, the replicas learn apart for ~20 epochs, merge into
-    one basin, and the center is flatter than SGD at the same learning rate: LE(0.4) / LE(0.6)
-    0.0037 / 0.0235 vs 0.0062 / 0.0326 (sd over seeds ~0.001 / 0.003), test error 0.031 vs
-    0.029. In a standalone exploration loop (same net and data): 3 replicas at scale 0.1 gave
-    0.0029 / 0.0211; 5 replicas 0.0042 / 0.0239; scale 1 (the authors') with 5 replicas 0.0045
-    / 0.0250; scale 0.01 with 3 replicas 0.0042 / 0.0249; at lr 0.02, 0.0066 / 0.0273 vs SGD's
-    0.0083 / 0.0359. The paper's ``(1e-3, 1.05)`` with independent starts never merged the
-    replicas (center train error 0.005, LE(0.4) 0.020). SGD started at the mean of 5
-    independent initializations (the center's start) is not flatter (0.0064 / 0.0329): the gain
-    is the coupled exploration, not a smaller initial norm.
+    Why these defaults: replicas that start together spread only as far as SGD noise takes
+    them, so with any schedule the center stays SGD's minimizer; started apart and coupled from
+    the first step they learn apart, merge into one basin, and the center is flatter than SGD
+    at the same learning rate (the gain is the coupled exploration, not the center's smaller
+    initial norm). The measurements are in ``benchmarks/README.md`` (``flat_minima.py``).
 
-    Options: ``lr`` (0.05, the toroids paper's), ``replicas`` (3, the authors' code),
-    ``coupling`` (``Balanced()``), ``init`` ("independent"), ``center`` ("mean"),
-    ``init_noise`` (0), ``momentum`` (0.9), ``nesterov`` (True), ``weight_decay`` (0),
-    ``schedule`` ("cosine").
+    Options: :class:`ReplicatedSGDOptions` (``lr`` 0.05, the toroids paper's; ``replicas`` 3,
+    the authors' code).
 
     Examples
     --------

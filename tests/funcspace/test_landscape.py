@@ -437,3 +437,20 @@ def test_plane_of_a_conv_bn_net_equals_slow_loop():
     )
     assert recalibrated.meta["batchnorm"] == "recalibrate"
     assert np.isfinite(recalibrated.values["loss"]).all()
+
+
+def test_a_plane_drawn_from_a_generator_records_how_to_draw_it_again():
+    import base64
+
+    net, data = _mlp(), _data()
+    gen = torch.Generator().manual_seed(11)
+    gen.manual_seed(11)
+    torch.randn(3, generator=gen)  # a generator already in use
+    s = landscape.plane(net, data, resolution=(2, 2), seed=gen)
+    state = base64.b64decode(s.meta["generator_state"])
+    again = torch.Generator()
+    again.set_state(torch.tensor(list(state), dtype=torch.uint8))
+    redrawn = landscape.plane(net, data, resolution=(2, 2), seed=again)
+    for a, b in zip(s.directions, redrawn.directions, strict=True):
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    assert s.meta["seed"] is None

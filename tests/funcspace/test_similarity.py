@@ -14,7 +14,13 @@ import canonicalize
 from funcspace.data import from_tensors
 from funcspace.errors import FuncspaceError
 from funcspace.models import MLP
-from funcspace.similarity import cka, disagreement, geodesic_distance, output_distance
+from funcspace.similarity import (
+    cka,
+    class_distance,
+    disagreement,
+    geodesic_distance,
+    output_distance,
+)
 
 # --------------------------------------------------------------------------- references
 
@@ -286,9 +292,11 @@ def test_geodesic_distance_is_zero_within_a_class_and_matches_canonicalize():
     x = _features(n=16, p=4, seed=7)
     net, other = MLP(4, [6], 3, seed=0).double(), MLP(4, [6], 3, seed=1).double()
     twin = canonicalize.random_transform(net, x, seed=2)
-    assert geodesic_distance(net, twin, x) == pytest.approx(0.0, abs=1e-6)
+    assert class_distance(net, twin, x) == pytest.approx(0.0, abs=1e-6)
     direct = canonicalize.geodesic_distance(
         canonicalize.to_torus(net, x), canonicalize.to_torus(other, x)
     )
-    assert geodesic_distance(net, other, x) == pytest.approx(direct)
-    assert geodesic_distance(net, other, (x, torch.zeros(16, dtype=torch.long))) > 0.1
+    assert class_distance(net, other, x) == pytest.approx(direct)
+    assert class_distance(net, other, (x, torch.zeros(16, dtype=torch.long))) > 0.1
+    with pytest.warns(DeprecationWarning, match="call class_distance"):
+        assert geodesic_distance(net, other, x) == pytest.approx(direct)

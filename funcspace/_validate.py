@@ -21,12 +21,22 @@ from funcspace.errors import FuncspaceError
 Error = type[FuncspaceError]
 
 
-def check_module(name: str, value: object, *, parameters: bool = False) -> nn.Module:
-    """An ``nn.Module`` (with at least one parameter when ``parameters``)."""
+def check_module(
+    name: str, value: object, *, parameters: bool = False, finite: bool = False
+) -> nn.Module:
+    """An ``nn.Module`` (with at least one parameter when ``parameters``; with no NaN or inf
+    in its parameters when ``finite``: a broken network has nothing to measure)."""
     if not isinstance(value, nn.Module):
         raise FuncspaceError(f"{name} must be an nn.Module, got {type(value).__name__}")
     if parameters and not any(True for _ in value.parameters()):
         raise FuncspaceError(f"{name} has no parameters")
+    if finite:
+        for key, p in value.named_parameters():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                raise FuncspaceError(
+                    f"parameter {key!r} of {name} contains NaN or inf; a network with "
+                    "non-finite weights has nothing to measure (did training diverge?)"
+                )
     return value
 
 
@@ -198,13 +208,7 @@ def check_model_data(
     """
     from funcspace.data import as_pair  # funcspace.data imports this module
 
-    model = check_module("model", model, parameters=True)
-    for name, p in model.named_parameters():
-        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
-            raise FuncspaceError(
-                f"parameter {name!r} of the model contains NaN or inf; a network with "
-                "non-finite weights has nothing to measure (did training diverge?)"
-            )
+    model = check_module("model", model, parameters=True, finite=True)
     x, y = as_pair(data, split)
     like = next((p for p in model.parameters() if p.is_floating_point()), None)
     device = next(model.parameters()).device

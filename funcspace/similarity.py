@@ -73,8 +73,8 @@ def _paired_outputs(
     a: nn.Module, b: nn.Module, data, split: str, batch_size: int | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Both models' outputs batch by batch, checked to have one shape."""
-    check_module("a", a)
-    check_module("b", b)
+    check_module("a", a, finite=True)
+    check_module("b", b, finite=True)
     inputs = _inputs(data, split)
     check_size("batch_size", batch_size)
     with eval_mode(a, b), torch.no_grad():
@@ -411,8 +411,8 @@ def cka(
     >>> round(cka(net, net, x, layer_a="1", layer_b="1", debiased=True), 6)
     1.0
     """
-    check_module("a", a)
-    check_module("b", b)
+    check_module("a", a, finite=True)
+    check_module("b", b, finite=True)
     check_size("batch_size", batch_size)
     if kernel not in _KERNELS:
         raise FuncspaceError(f"unknown kernel {kernel!r}; choose one of {', '.join(_KERNELS)}")
@@ -498,8 +498,8 @@ def class_distance(
     >>> class_distance(net, random_transform(net, x, seed=1), x) < 1e-5
     True
     """
-    check_module("a", a)
-    check_module("b", b)
+    check_module("a", a, finite=True)
+    check_module("b", b, finite=True)
     x = _inputs(example_input, split)
     return canonicalize.geodesic_distance(
         canonicalize.to_torus(a, x, output=output),

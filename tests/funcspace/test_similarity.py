@@ -300,3 +300,15 @@ def test_geodesic_distance_is_zero_within_a_class_and_matches_canonicalize():
     assert class_distance(net, other, (x, torch.zeros(16, dtype=torch.long))) > 0.1
     with pytest.warns(DeprecationWarning, match="call class_distance"):
         assert geodesic_distance(net, other, x) == pytest.approx(direct)
+
+
+def test_networks_with_non_finite_weights_are_refused():
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    b = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        b[0].weight[0, 0] = float("nan")
+    x = torch.randn(32, 4)
+    for measure in (cka, disagreement, output_distance):
+        with pytest.raises(FuncspaceError, match="'0.weight' of b contains NaN"):
+            measure(a, b, x)

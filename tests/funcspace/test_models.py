@@ -257,7 +257,6 @@ def test_sign_activation():
     assert torch.equal(fx.symbolic_trace(model)(x), model(x))
 
 
-
 def test_batch_norm_is_the_deprecated_spelling_of_batchnorm():
     with pytest.warns(DeprecationWarning, match=r"MLP\(batch_norm=\) is deprecated"):
         old = MLP(4, [8], 3, batch_norm=True, seed=0)

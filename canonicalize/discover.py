@@ -213,6 +213,19 @@ class Walk:
             if chan.perm is not None:
                 self.perms.union(chan.perm, FIXED)
 
+    def mark(self, chans: tuple[Chan, ...], origin: str) -> tuple[Chan, ...]:
+        """The same channels, each unit tied to a fresh atom of ``origin``: units marked by
+        different places (a slice, a block of a grouped convolution) land in different groups."""
+        marker = self.perms.new(len(chans), origin)
+        return tuple(
+            Chan(
+                self.perms.union(c.perm, marker + i) if c.perm is not None else None,
+                c.terms,
+                c.zero,
+            )
+            for i, c in enumerate(chans)
+        )
+
     def note(self, node: fx.Node, text: str) -> None:
         self.notes.append(f"{describe(node)}: {text}")
 
@@ -435,16 +448,7 @@ class Walk:
             perm = []
             inputs: list[list[int | None]] = []
             for g in range(groups):
-                block = value.chans[g * a : (g + 1) * a]
-                marker = self.perms.new(a, f"{name}/in{g}")
-                block = tuple(
-                    Chan(
-                        self.perms.union(c.perm, marker + i) if c.perm is not None else None,
-                        c.terms,
-                        c.zero,
-                    )
-                    for i, c in enumerate(block)
-                )
+                block = self.mark(value.chans[g * a : (g + 1) * a], f"{name}/in{g}")
                 self.read_columns(block, weight, row_slice=(g * b, (g + 1) * b))
                 inputs.append([c.perm for c in block])
                 first = self.perms.new(b, f"{name}/group{g}")
@@ -678,15 +682,7 @@ class Walk:
             chans = tuple(chans[i] for i in positions)
             if len(chans) < len(value.chans):
                 # the slice tells the kept channels from the others: mark them
-                marker = self.perms.new(len(chans), f"slice:{node.name}")
-                chans = tuple(
-                    Chan(
-                        self.perms.union(c.perm, marker + i) if c.perm is not None else None,
-                        c.terms,
-                        c.zero,
-                    )
-                    for i, c in enumerate(chans)
-                )
+                chans = self.mark(chans, f"slice:{node.name}")
             elif list(positions) != list(range(len(chans))):
                 raise SymmetryError(f"{describe(node)} reorders channels; not supported")
         shift = self.shift_of(node.args[0]) if spatial_only else ()

@@ -27,6 +27,7 @@ import canonicalize
 from funcspace._validate import check_module, check_size, eval_mode
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
+from funcspace.evaluation.settings import DEFAULT_BATCH
 
 Distance = Literal["tv", "kl", "js", "l2"]
 Kernel = Literal["linear", "rbf"]
@@ -55,7 +56,7 @@ def _to_model(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def _batches(inputs: Tensor, batch_size: int | None) -> Iterator[Tensor]:
-    size = len(inputs) if batch_size is None else batch_size
+    size = min(len(inputs), DEFAULT_BATCH) if batch_size is None else batch_size
     for start in range(0, len(inputs), size):
         yield inputs[start : start + size]
 
@@ -115,9 +116,9 @@ def disagreement(
     a: nn.Module,
     b: nn.Module,
     data: Dataset | Pair | Tensor,
-    split: str = "test",
     *,
-    batch_size: int | None = 1024,
+    split: str = "train",
+    batch_size: int | None = None,
 ) -> float:
     """Fraction of inputs on which the two models predict different classes.
 
@@ -128,9 +129,10 @@ def disagreement(
     data : Dataset, (inputs, targets) or Tensor
         The inputs (a data set's ``split``, or the inputs of a pair, or a tensor of inputs).
     split : {"train", "test"}
-        Which split of a :class:`~funcspace.data.Dataset` to use.
+        Which split of a :class:`~funcspace.data.Dataset` to use (default ``"train"``, as
+        everywhere in funcspace; function-space distances are often reported on ``"test"``).
     batch_size : int or None
-        Inputs per forward pass (None: all at once).
+        Inputs per forward pass (None: all, up to 2048, as everywhere in funcspace).
 
     Returns
     -------
@@ -168,10 +170,10 @@ def output_distance(
     a: nn.Module,
     b: nn.Module,
     data: Dataset | Pair | Tensor,
-    split: str = "test",
     kind: Distance = "tv",
     *,
-    batch_size: int | None = 1024,
+    split: str = "train",
+    batch_size: int | None = None,
 ) -> float:
     """Mean distance between the two models' output distributions (softmax of the outputs).
 
@@ -193,11 +195,12 @@ def output_distance(
     data : Dataset, (inputs, targets) or Tensor
         The inputs.
     split : {"train", "test"}
-        Which split of a :class:`~funcspace.data.Dataset` to use.
+        Which split of a :class:`~funcspace.data.Dataset` to use (default ``"train"``, as
+        everywhere in funcspace; function-space distances are often reported on ``"test"``).
     kind : {"tv", "kl", "js", "l2"}
         Which distance.
     batch_size : int or None
-        Inputs per forward pass (None: all at once).
+        Inputs per forward pass (None: all, up to 2048, as everywhere in funcspace).
 
     Returns
     -------
@@ -354,11 +357,11 @@ def cka(
     *,
     layer_a: str | None = None,
     layer_b: str | None = None,
-    split: str = "test",
+    split: str = "train",
     kernel: Kernel = "linear",
     debiased: bool = False,
     threshold: float = 1.0,
-    batch_size: int | None = 1024,
+    batch_size: int | None = None,
 ) -> float:
     """Centered kernel alignment of two representations of the same inputs (Kornblith et al. 2019).
 
@@ -378,7 +381,8 @@ def cka(
         Name of the module (as in ``model.named_modules()``) whose output is the representation;
         None for the model's output. Outputs are flattened to one row per input.
     split : {"train", "test"}
-        Which split of a :class:`~funcspace.data.Dataset` to use.
+        Which split of a :class:`~funcspace.data.Dataset` to use (default ``"train"``, as
+        everywhere in funcspace; function-space distances are often reported on ``"test"``).
     kernel : {"linear", "rbf"}
         ``"rbf"`` uses ``exp(-|x - x'|^2 / (2 threshold^2 median))`` with the median of the
         squared distances (Kornblith et al.), computed on ``inputs x inputs`` Gram matrices.
@@ -387,8 +391,9 @@ def cka(
     threshold : float
         Bandwidth of the RBF kernel as a fraction of the median distance.
     batch_size : int or None
-        Inputs per forward pass (None: all at once). The representations of all inputs are
-        kept (float64) since CKA centers them over the whole set.
+        Inputs per forward pass (None: all, up to 2048, as everywhere in funcspace). The
+        representations of all inputs are kept (float64) since CKA centers them over the whole
+        set.
 
     Returns
     -------

@@ -219,7 +219,8 @@ def test_disagreement_equals_a_direct_count_on_the_chosen_split():
         with torch.no_grad():
             expected = float((a(x).argmax(1) != b(x).argmax(1)).float().mean())
         assert disagreement(a, b, data, split=split, batch_size=7) == pytest.approx(expected)
-    assert disagreement(a, b, data.test) == disagreement(a, b, data)
+    assert disagreement(a, b, data.test) == disagreement(a, b, data, split="test")
+    assert disagreement(a, b, data.train) == disagreement(a, b, data)
 
 
 def test_disagreement_of_single_logit_models():
@@ -231,7 +232,7 @@ def test_disagreement_of_single_logit_models():
 def test_output_distances_equal_direct_numpy_formulas():
     data = _digits_like(1)
     a, b = MLP(4, [8], 3, seed=0).double(), MLP(4, [8], 3, seed=1).double()
-    x = data.test[0].double()
+    x = data.train[0].double()  # the default split
     with torch.no_grad():
         p = torch.softmax(a(x), 1).numpy()
         q = torch.softmax(b(x), 1).numpy()

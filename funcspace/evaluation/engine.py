@@ -143,6 +143,10 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
         for start in range(0, K, chunk):
             if i > 0 or start > 0:
                 outputs, class_dim = runner.logits(shared, start, min(start + chunk, K), buffers)
+            if not bool(torch.isfinite(outputs).all()):
+                # a cheap test of the outputs, not of every parameter: the parameters are
+                # read only to say which point and tensor broke (NaN weights propagate)
+                _refuse_non_finite(job, start, min(start + chunk, K))
             for metric in metrics:
                 parts[metric.name].append(metric.sums(outputs, y, class_dim))
         for name, chunks in parts.items():
@@ -158,6 +162,26 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
         )
     return Evaluation(
         values, strategy, chunk, job.batch_size, job.settings.batchnorm, n, reuse, job.settings
+    )
+
+
+def _refuse_non_finite(job: Job, start: int, stop: int) -> None:
+    """Name the point and parameter behind non-finite outputs, or say the outputs overflow."""
+    chunk = job.points.chunk(start, stop)
+    for name, values in chunk.items():
+        if not values.is_floating_point():
+            continue
+        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+        if bool(bad.any()):
+            k = start + int(bad.nonzero()[0])
+            where = "the model" if job.points.size == 1 else f"models[{k}]"
+            raise FuncspaceError(
+                f"{where}: parameter {name!r} contains NaN or inf; a network with non-finite "
+                "weights has no error or loss to measure (did training diverge?)"
+            )
+    raise NonFiniteMetrics(
+        f"the outputs of points {start}..{stop - 1} are not finite: they overflow or hold NaN "
+        "(check the inputs and the scale of the steps that made the points)"
     )
 
 

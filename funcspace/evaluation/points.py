@@ -179,15 +179,12 @@ def as_points(
                 "template's"
             )
         buffers = Buffers(dict(models.buffers), models.shared_buffers)
-        check_finite(models.params, "the stacked parameters")
         return models.template, StackedPoints(dict(models.params)), buffers
     template = template_of(models)
     if isinstance(models, nn.Module):
         models = [models]
     _check_architecture(models)
     tensors = [{n: p.detach() for n, p in m.named_parameters()} for m in models]
-    for i, named in enumerate(tensors):
-        check_finite(named, "the model" if len(tensors) == 1 else f"models[{i}]")
     if not tensors[0]:
         raise FuncspaceError(f"{type(template).__name__} has no parameters to evaluate")
     names = [n for n, _ in template.named_buffers()]

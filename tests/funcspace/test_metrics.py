@@ -230,7 +230,7 @@ def test_networks_with_non_finite_weights_are_refused_everywhere():
     huge = mlp()
     with torch.no_grad():
         huge[2].weight.mul_(1e308)
-    with pytest.raises(FuncspaceError, match="not finite at some points"):
+    with pytest.raises(FuncspaceError, match="not finite"):
         evaluate(huge, (x, y))
 
 

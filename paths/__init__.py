@@ -1,6 +1,21 @@
-"""paths: linear, layer-wise, geodesic and bent paths between minimizers, and their barriers.
+"""paths: paths between minimizers and what is measured along them.
 
-Built on canonicalize and the funcspace core in a later issue; nothing is public yet.
+Built so far (issue 16, first part): the :class:`Path` object, the straight paths
+(:func:`linear`, :func:`layerwise`) and :func:`profile` (metrics at many ``t`` in one batched
+evaluation, with BatchNorm statistics recalibrated, interpolated or fixed). Geodesic, bent and
+curve paths, adaptive barriers and level sets come next.
 """
 
-__all__: list[str] = []
+from .path import KINDS, Path, PathError, layerwise, linear
+from .profile import BATCHNORM_MODES, Profile, profile
+
+__all__ = [
+    "BATCHNORM_MODES",
+    "KINDS",
+    "Path",
+    "PathError",
+    "Profile",
+    "layerwise",
+    "linear",
+    "profile",
+]

@@ -1,20 +1,25 @@
 """paths: paths between minimizers and what is measured along them.
 
 Built so far (issue 16, first part): the :class:`Path` object, the straight paths
-(:func:`linear`, :func:`layerwise`) and :func:`profile` (metrics at many ``t`` in one batched
-evaluation, with BatchNorm statistics recalibrated, interpolated or fixed). Geodesic, bent and
-curve paths, adaptive barriers and level sets come next.
+(:func:`linear`, :func:`layerwise`), :func:`profile` (metrics at many ``t`` in one batched
+evaluation, with BatchNorm statistics recalibrated, interpolated or fixed) and :func:`barrier`
+(the highest rise above the chord between the end values, found adaptively). Geodesic, bent and
+curve paths and level sets come next.
 """
 
+from .barrier import Barrier, adaptive_max, barrier
 from .path import KINDS, Path, PathError, layerwise, linear
 from .profile import BATCHNORM_MODES, Profile, profile
 
 __all__ = [
     "BATCHNORM_MODES",
+    "Barrier",
     "KINDS",
     "Path",
     "PathError",
     "Profile",
+    "adaptive_max",
+    "barrier",
     "layerwise",
     "linear",
     "profile",

@@ -173,11 +173,20 @@ def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.reshape(-1, *([1] * (like.ndim - 1))).expand_as(like)
 
 
-def to_torus(model: nn.Module, example_input: Tensor, output: Output = "normalize") -> TorusPoint:
+def to_torus(
+    model: nn.Module,
+    example_input: Tensor,
+    output: Output = "normalize",
+    *,
+    reorder: bool = True,
+) -> TorusPoint:
     """The model's symmetry class as a point of a product of spheres.
 
     Built from :func:`canonical_form` (computed in float64): see :class:`TorusPoint` for the
-    coordinates. ``TorusPoint.to_model()`` maps back.
+    coordinates. ``TorusPoint.to_model()`` maps back. ``reorder=False`` keeps the model's own
+    order and signs of its units and removes only the scales: the coordinates of a model
+    already aligned to another one's canonical form (geodesic paths need both ends in one
+    order).
 
     Examples
     --------
@@ -192,7 +201,7 @@ def to_torus(model: nn.Module, example_input: Tensor, output: Output = "normaliz
     spec = symmetries(model, example_input)
     x = check_input(model, example_input)
     state = to_float64(model)
-    canonicalize_state(state, spec, output)
+    canonicalize_state(state, spec, output, order=reorder, signs=reorder)
     check_variances(state, spec)
     return _point(state, spec, output, model, x)
 

@@ -3,24 +3,28 @@
 Built so far (issue 16, first part): the :class:`Path` object, the straight paths
 (:func:`linear`, :func:`layerwise`), :func:`profile` (metrics at many ``t`` in one batched
 evaluation, with BatchNorm statistics recalibrated, interpolated or fixed) and :func:`barrier`
-(the highest rise above the chord between the end values, found adaptively). Geodesic, bent and
-curve paths and level sets come next.
+(the highest rise above the chord between the end values, found adaptively), and
+:func:`geodesic` (great circles in toroidal coordinates between aligned ends). Bent and curve
+paths and level sets come next.
 """
 
 from .barrier import Barrier, adaptive_max, barrier
-from .path import KINDS, Path, PathError, layerwise, linear
+from .path import KINDS, GeodesicPath, Path, PathError, geodesic, layerwise, linear, slerp
 from .profile import BATCHNORM_MODES, Profile, profile
 
 __all__ = [
     "BATCHNORM_MODES",
     "Barrier",
+    "GeodesicPath",
     "KINDS",
     "Path",
     "PathError",
     "Profile",
     "adaptive_max",
     "barrier",
+    "geodesic",
     "layerwise",
     "linear",
     "profile",
+    "slerp",
 ]

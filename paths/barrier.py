@@ -242,7 +242,7 @@ def barrier(
         out[(ts > 0) & (ts < 1)] = got - ((1 - inner) * f0 + inner * f1)
         return out
 
-    found, bound = adaptive_max(height, resolution)
+    found, bound = adaptive_max(height, resolution, coarse=max(resolution, 1 / 32))
     n = round(1 / resolution)
     best = max(found, key=found.get)
     ts = np.array(sorted(raw))

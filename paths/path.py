@@ -9,8 +9,9 @@ theta_a)``, which the engine uses to compute the first layer once per batch, not
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from funcspace.errors import FuncspaceError
 from funcspace.params import Params, buffers_of, parameters_of
 
 #: Path kinds built so far.
-KINDS = ("linear", "layerwise")
+KINDS = ("linear", "layerwise", "geodesic")
 
 
 class PathError(FuncspaceError):
@@ -37,15 +38,42 @@ class Path:
     ----------
     start, end : nn.Module
         The two networks (one architecture), never modified.
-    kind : {"linear", "layerwise"}
+    kind : {"linear", "layerwise", "geodesic"}
     origin : dict of str -> Tensor
         The parameters at ``t = 0``.
     direction : dict of str -> Tensor
-        ``theta(t) = origin + t * direction``: ``end - start`` on the moving parameters, zero on
-        the others.
+        For a straight path, ``theta(t) = origin + t * direction``: ``end - start`` on the
+        moving parameters, zero on the others (the engine then reuses the first layer's
+        products along the path). For a geodesic, the difference of its end parameters (the
+        path itself is curved: :meth:`params`).
     layers : tuple of str or None
         The parameters or modules that move (``None``: all).
     """
+
+    @property
+    def straight(self) -> bool:
+        """Whether the parameters are affine in ``t`` (linear and layer-wise paths)."""
+        return self.kind in ("linear", "layerwise")
+
+    def buffers(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
+        """The BatchNorm statistics at every ``t``, stacked: the ends' interpolated linearly
+        (for a layer-wise path only in the BatchNorm layers that move)."""
+        ts = check_times(t)
+        a, b = self._end_buffers()
+        moving = {n.rsplit(".", 1)[0] for n in self.moving}
+        out = {}
+        for name, value in a.items():
+            stacked = value.unsqueeze(0).expand(len(ts), *value.shape).clone()
+            module = name.rsplit(".", 1)[0]
+            if value.is_floating_point() and (self.kind != "layerwise" or module in moving):
+                w = torch.as_tensor(ts, dtype=value.dtype, device=value.device)
+                w = w.reshape(-1, *([1] * value.ndim))
+                stacked = (1 - w) * value.unsqueeze(0) + w * b[name].to(value).unsqueeze(0)
+            out[name] = stacked
+        return out
+
+    def _end_buffers(self) -> tuple[Params, Params]:
+        return buffers_of(self.start), buffers_of(self.end)
 
     start: nn.Module
     end: nn.Module
@@ -72,16 +100,12 @@ class Path:
         :func:`paths.profile`, for honest values between the ends.
         """
         (t,) = check_times([t])
-        moving = {n.rsplit(".", 1)[0] for n in self.moving}
         model = copy.deepcopy(self.start)
         state = dict(model.state_dict())
-        state.update({n: v + t * self.direction[n] for n, v in self.origin.items()})
-        ends = buffers_of(self.start), buffers_of(self.end)
-        for name, value in ends[0].items():
-            module = name.rsplit(".", 1)[0]
-            if value.is_floating_point() and (self.kind == "linear" or module in moving):
-                state[name] = (1 - t) * value + t * ends[1][name].to(value)
-        model.load_state_dict(state)
+        state.update({n: v[0] for n, v in self.params([t]).items()})
+        state.update({n: v[0] for n, v in self.buffers([t]).items()})
+        original = model.state_dict()
+        model.load_state_dict({n: v.to(dtype=original[n].dtype) for n, v in state.items()})
         return model.eval()
 
     @property
@@ -198,3 +222,127 @@ def layerwise(a: nn.Module, b: nn.Module, layers: str | Sequence[str]) -> Path:
     direction = {n: pb[n] - pa[n] if n in chosen else torch.zeros_like(pa[n]) for n in pa}
     names = (layers,) if isinstance(layers, str) else tuple(layers)
     return Path(a, b, "layerwise", pa, direction, names)
+
+
+@dataclass(frozen=True, eq=False)
+class GeodesicPath(Path):
+    """A geodesic in toroidal coordinates: great circles on every sphere, straight elsewhere.
+
+    ``start_point`` and ``end_point`` are the ends as :class:`canonicalize.TorusPoint` (the end
+    aligned to the start, in the start's order and signs).
+    """
+
+    start_point: Any = None
+    end_point: Any = None
+
+    def params(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
+        """The parameters at every ``t``, stacked along a leading axis of ``len(t)``."""
+        ts = check_times(t)
+        names = list(self.origin)
+        rows: dict[str, list[Tensor]] = {n: [] for n in names}
+        for value in ts:
+            state = self._point(float(value)).state()
+            for name in names:
+                rows[name].append(state[name].to(self.origin[name]))
+        return {name: torch.stack(rows[name]) for name in names}
+
+    def _point(self, t: float):
+        a, b = self.start_point, self.end_point
+        spheres = {name: slerp(a.spheres[name], b.spheres[name], t) for name in a.spheres}
+        free = {name: (1 - t) * v + t * b.free[name] for name, v in a.free.items()}
+        return replace(a, spheres=spheres, free=free)
+
+    def _end_buffers(self) -> tuple[Params, Params]:
+        return dict(self.start_point.buffers), dict(self.end_point.buffers)
+
+
+def slerp(u: Tensor, v: Tensor, t: float) -> Tensor:
+    """The great-circle point at fraction ``t`` from each row of ``u`` to the same row of ``v``
+    (unit rows). Stable for nearly equal rows (the chord, renormalized) and for opposite ones
+    (a fixed direction orthogonal to ``u``: every great circle joins them)."""
+    u = u / u.norm(dim=-1, keepdim=True)
+    v = v / v.norm(dim=-1, keepdim=True)
+    theta = 2 * torch.asin(((u - v).norm(dim=-1, keepdim=True) / 2).clamp(max=1.0))
+    near = theta < 1e-6
+    opposite = theta > math.pi - 1e-6
+    towards = v - (u * v).sum(-1, keepdim=True) * u  # the tangent direction at u
+    if bool(opposite.any()):
+        basis = torch.zeros_like(u)
+        basis[..., 0] = 1.0
+        other = basis - (u * basis).sum(-1, keepdim=True) * u
+        flat = other.norm(dim=-1, keepdim=True) < 1e-6
+        basis2 = torch.zeros_like(u)
+        basis2[..., 1 % u.shape[-1]] = 1.0
+        other = torch.where(flat, basis2 - (u * basis2).sum(-1, keepdim=True) * u, other)
+        towards = torch.where(opposite, other, towards)
+    towards = towards / towards.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    rotated = torch.cos(t * theta) * u + torch.sin(t * theta) * towards
+    chord = (1 - t) * u + t * v
+    chord = chord / chord.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    out = torch.where(near, chord, rotated)
+    if t == 1.0:
+        out = torch.where(opposite, out, v)  # the end exactly (not through cos/sin round-off)
+    return out
+
+
+def geodesic(
+    a: nn.Module,
+    b: nn.Module,
+    example_input: Tensor,
+    align: str | None = "weights",
+    *,
+    output: str = "preserve",
+) -> GeodesicPath:
+    """The geodesic between the symmetry classes of ``a`` and ``b`` on the product of spheres.
+
+    ``a`` is brought to its canonical form, ``b`` is aligned to it (``align``: a method of
+    :func:`canonicalize.align`, or None to keep ``b``'s units as they are), both are mapped to
+    toroidal coordinates, and the path moves every sphere's rows along their great circles at
+    the same fraction ``t`` and every other coordinate (free parameters, BatchNorm statistics)
+    linearly. Its ends compute ``a``'s and ``b``'s functions exactly (their parameters are the
+    canonical ones, not ``a``'s and ``b``'s own). ``output="preserve"`` keeps the output layer
+    Euclidean, so the ends' losses are the models' own; ``"normalize"`` puts it on its sphere
+    too (the toroids paper), which keeps the predictions but rescales the logits.
+
+    Raises
+    ------
+    PathError
+        For two architectures, non-finite parameters, or a model canonicalize refuses (the
+        message says which layer and why).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    >>> b = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    >>> x = torch.randn(16, 3, dtype=torch.float64)
+    >>> path = geodesic(a, b, x)
+    >>> bool(torch.allclose(path.at(0.0)(x), a(x))), bool(torch.allclose(path.at(1.0)(x), b(x)))
+    (True, True)
+    """
+    import canonicalize
+
+    a, b, pa, _ = _ends(a, b)
+    if align not in (None, "weights", "cosine", "activations"):
+        raise PathError(f"align must be 'weights', 'cosine', 'activations' or None, got {align!r}")
+    try:
+        start = canonicalize.to_torus(a, example_input, output)
+        reference = start.to_model()
+        moved = b if align is None else canonicalize.align(b, reference, example_input, align)
+        end = canonicalize.to_torus(moved, example_input, output, reorder=False)
+    except canonicalize.SymmetryError as err:
+        raise PathError(f"geodesic: {err}") from err
+    names = list(pa)
+    ends = [start.state(), end.state()]
+    origin = {n: ends[0][n].to(pa[n]) for n in names}
+    direction = {n: ends[1][n].to(pa[n]) - origin[n] for n in names}
+    return GeodesicPath(
+        start=a,
+        end=b,
+        kind="geodesic",
+        origin=origin,
+        direction=direction,
+        start_point=start,
+        end_point=end,
+    )

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from funcspace.data import Dataset, Pair
 from funcspace.evaluation import Evaluator, Settings
-from funcspace.params import Stacked, buffers_of
+from funcspace.params import Stacked
 
 from .path import Path, PathError, check_times
 
@@ -138,7 +138,7 @@ def profile(
 
 
 def _statistics_differ(path: Path) -> bool:
-    a, b = buffers_of(path.start), buffers_of(path.end)
+    a, b = path._end_buffers()
     return any(
         v.is_floating_point() and not torch.equal(v, b[n].to(v.device)) for n, v in a.items()
     )
@@ -147,25 +147,30 @@ def _statistics_differ(path: Path) -> bool:
 def _measure(path: Path, ts: np.ndarray, data, settings: Settings, mode: str):
     names = settings.metric_names
     out = {name: np.zeros(len(ts)) for name in names}
-    if mode in ("none", "fixed"):
+    if mode in ("none", "fixed") and path.straight:
         coefficients = torch.as_tensor(ts[:, None], dtype=next(iter(path.origin.values())).dtype)
         result = Evaluator(path.start, replace(settings, batchnorm="fixed")).evaluate_affine(
             path.origin, [path.direction], coefficients, data
         )
         return {name: np.asarray(result[name], dtype=np.float64) for name in names}
-    if mode == "interpolate":
+    if mode != "recalibrate":  # statistics interpolated (equal ends: fixed; none: no BatchNorm)
         return _stacked(path, ts, data, settings, range(len(ts)), out)
     inner = [i for i, v in enumerate(ts) if 0.0 < v < 1.0]
     ends = [i for i, v in enumerate(ts) if v in (0.0, 1.0)]
     if ends:  # the ends keep their own statistics: interpolation at 0 and 1 gives exactly those
         _stacked(path, ts, data, settings, ends, out)
     if inner:
-        coefficients = torch.as_tensor(
-            ts[inner][:, None], dtype=next(iter(path.origin.values())).dtype
-        )
-        result = Evaluator(path.start, replace(settings, batchnorm="recalibrate")).evaluate_affine(
-            path.origin, [path.direction], coefficients, data
-        )
+        recalibrate = replace(settings, batchnorm="recalibrate")
+        if path.straight:
+            coefficients = torch.as_tensor(
+                ts[inner][:, None], dtype=next(iter(path.origin.values())).dtype
+            )
+            result = Evaluator(path.start, recalibrate).evaluate_affine(
+                path.origin, [path.direction], coefficients, data
+            )
+        else:
+            points = Stacked(path.start, path.params(ts[inner]), path.buffers(ts[inner]), False)
+            result = Evaluator(path.start, recalibrate).evaluate(points, data)
         for name in names:
             out[name][inner] = np.asarray(result[name], dtype=np.float64)
     return out
@@ -175,18 +180,12 @@ def _stacked(path: Path, ts: np.ndarray, data, settings: Settings, rows, out):
     """Points ``ts[rows]`` with their BatchNorm statistics interpolated between the ends."""
     rows = list(rows)
     params = path.params(ts[rows])
-    a, b = buffers_of(path.start), buffers_of(path.end)
-    moving = {n.rsplit(".", 1)[0] for n in path.moving}
     like = next(iter(params.values()))
-    weights = torch.as_tensor(ts[rows], dtype=like.dtype, device=like.device)
-    buffers = {}
-    for name, value in a.items():
-        module = name.rsplit(".", 1)[0]
-        stacked = value.unsqueeze(0).expand(len(rows), *value.shape).clone()
-        if value.is_floating_point() and (path.kind == "linear" or module in moving):
-            w = weights.reshape(-1, *([1] * value.ndim)).to(value.dtype)
-            stacked = (1 - w) * value.unsqueeze(0) + w * b[name].to(value).unsqueeze(0)
-        buffers[name] = stacked
+    original = dict(path.start.named_buffers())
+    buffers = {
+        n: v.to(device=like.device, dtype=original[n].dtype)
+        for n, v in path.buffers(ts[rows]).items()
+    }
     points = Stacked(path.start, params, buffers, shared_buffers=False)
     result = Evaluator(path.start, replace(settings, batchnorm="fixed")).evaluate(points, data)
     for name in settings.metric_names:

@@ -106,6 +106,47 @@ class Stacked:
         return f"Stacked({len(self)} networks of {name}, {count} parameters each)"
 
 
+def difference(
+    a: nn.Module, b: nn.Module, layers: str | Sequence[str] | None = None
+) -> tuple[Params, Params]:
+    """``a``'s parameters and the straight step to ``b``'s (zero outside ``layers``).
+
+    The one implementation of straight paths: :func:`funcspace.landscape.interpolate` and
+    ``paths.linear`` / ``paths.layerwise`` both build on it. ``layers`` names modules or
+    parameters (None: all move).
+
+    Raises
+    ------
+    FuncspaceError
+        For two architectures (the message names the parameter) or a layer matching nothing.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> a = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    >>> origin, step = difference(a, a, layers="1")
+    >>> sorted(n for n, d in step.items() if d.any())
+    []
+    """
+    from funcspace._validate import select_parameters
+
+    pa, pb = parameters_of(a), parameters_of(b)
+    if pa.keys() != pb.keys():
+        only_a, only_b = sorted(set(pa) - set(pb))[:3], sorted(set(pb) - set(pa))[:3]
+        raise FuncspaceError(
+            f"a and b are not one architecture: parameters only in a {only_a}, only in b {only_b}"
+        )
+    for name, value in pa.items():
+        if value.shape != pb[name].shape:
+            raise FuncspaceError(
+                f"a and b are not one architecture: {name!r} has shape {tuple(value.shape)} in a "
+                f"and {tuple(pb[name].shape)} in b"
+            )
+    chosen = set(pa) if layers is None else set(select_parameters(list(pa), layers, "layers"))
+    step = {n: (pb[n].to(pa[n]) - pa[n]) if n in chosen else torch.zeros_like(pa[n]) for n in pa}
+    return pa, step
+
+
 def stack(models: Sequence[nn.Module]) -> Stacked:
     """Stack networks of one architecture (same parameter names and shapes) into :class:`Stacked`.
 

@@ -206,8 +206,8 @@ def barrier(
     >>> a = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
     >>> data = (torch.randn(30, 3), torch.randint(0, 2, (30,)))
     >>> flat = barrier(linear(a, a), data, "loss", resolution=1 / 64)
-    >>> abs(flat.height) < 1e-6, flat.evaluations
-    (True, 33)
+    >>> abs(flat.height) < 1e-6, flat.evaluations <= 65
+    (True, True)
     """
     chosen = as_metric(metric)
     base = Settings() if settings is None else settings

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from funcspace._validate import check_module, select_parameters
+from funcspace._validate import check_module
 from funcspace.errors import FuncspaceError
-from funcspace.params import Params, buffers_of, parameters_of
+from funcspace.params import Params, buffers_of, difference
 
 #: Path kinds built so far.
 KINDS = ("linear", "layerwise", "geodesic")
@@ -149,25 +149,18 @@ def check_times(t: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     return values
 
 
-def _ends(a: object, b: object) -> tuple[nn.Module, nn.Module, Params, Params]:
+def _ends(
+    a: object, b: object, layers: str | Sequence[str] | None = None
+) -> tuple[nn.Module, nn.Module, Params, Params]:
+    """The checked ends, ``a``'s parameters and the straight step (the core's one
+    implementation, :func:`funcspace.params.difference`)."""
     try:
         a = check_module("a", a, parameters=True, finite=True)
         b = check_module("b", b, parameters=True, finite=True)
+        origin, step = difference(a, b, layers)
     except FuncspaceError as err:
         raise PathError(str(err)) from None
-    pa, pb = parameters_of(a), parameters_of(b)
-    if pa.keys() != pb.keys():
-        only_a, only_b = sorted(set(pa) - set(pb))[:3], sorted(set(pb) - set(pa))[:3]
-        raise PathError(
-            f"a and b are not one architecture: parameters only in a {only_a}, only in b {only_b}"
-        )
-    for name, value in pa.items():
-        if value.shape != pb[name].shape:
-            raise PathError(
-                f"a and b are not one architecture: {name!r} has shape {tuple(value.shape)} in a "
-                f"and {tuple(pb[name].shape)} in b"
-            )
-    return a, b, pa, {n: v.to(pa[n]) for n, v in pb.items()}
+    return a, b, origin, step
 
 
 def linear(a: nn.Module, b: nn.Module) -> Path:
@@ -190,8 +183,8 @@ def linear(a: nn.Module, b: nn.Module) -> Path:
     >>> bool(torch.allclose(mid, (a.weight + b.weight) / 2))
     True
     """
-    a, b, pa, pb = _ends(a, b)
-    return Path(a, b, "linear", pa, {n: pb[n] - pa[n] for n in pa})
+    a, b, origin, step = _ends(a, b)
+    return Path(a, b, "linear", origin, step)
 
 
 def layerwise(a: nn.Module, b: nn.Module, layers: str | Sequence[str]) -> Path:
@@ -214,14 +207,9 @@ def layerwise(a: nn.Module, b: nn.Module, layers: str | Sequence[str]) -> Path:
     >>> layerwise(a, b, "2").moving
     ('2.weight', '2.bias')
     """
-    a, b, pa, pb = _ends(a, b)
-    try:
-        chosen = set(select_parameters(list(pa), layers, "layers"))
-    except FuncspaceError as err:
-        raise PathError(str(err)) from None
-    direction = {n: pb[n] - pa[n] if n in chosen else torch.zeros_like(pa[n]) for n in pa}
+    a, b, origin, step = _ends(a, b, layers)
     names = (layers,) if isinstance(layers, str) else tuple(layers)
-    return Path(a, b, "layerwise", pa, direction, names)
+    return Path(a, b, "layerwise", origin, step, names)
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from funcspace._validate import check_int, check_module, check_span, select_parameters
+from funcspace._validate import check_int, check_module, check_span
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Settings
-from funcspace.params import buffers_of, parameters_of
+from funcspace.params import buffers_of, difference
 
 from ._engine import landscape_settings, meta_of, run
 from .results import Slice1D
@@ -81,15 +81,7 @@ def interpolate(
     check_int("points", points, 2)
     low, high = check_span("span", span)
     settings = landscape_settings(settings, deprecated, "interpolate")
-    pa, pb = parameters_of(a), parameters_of(b)
-    if pa.keys() != pb.keys():
-        raise FuncspaceError("a and b have different parameter names: not one architecture")
-    for name in pa:
-        if pa[name].shape != pb[name].shape:
-            raise FuncspaceError(
-                f"a and b differ in {name!r}: shape {tuple(pa[name].shape)} vs "
-                f"{tuple(pb[name].shape)}"
-            )
+    pa, direction = difference(a, b, layers)
     if settings.batchnorm == "fixed":
         ba, bb = buffers_of(a), buffers_of(b)
         differ = [
@@ -103,10 +95,6 @@ def interpolate(
                 "batchnorm='fixed' the whole path would use a's. Pass "
                 "settings=Settings(batchnorm='recalibrate')"
             )
-    chosen = set(pa) if layers is None else set(select_parameters(list(pa), layers, "layers"))
-    direction = {
-        n: (pb[n].to(pa[n]) - pa[n]) if n in chosen else torch.zeros_like(pa[n]) for n in pa
-    }
     ts = np.linspace(low, high, points)
     values = run(a, pa, [direction], [ts], data, settings)
     meta = {"kind": "interpolation", "layers": None if layers is None else list(layers)}

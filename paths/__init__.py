@@ -4,11 +4,13 @@ Built so far (issue 16, first part): the :class:`Path` object, the straight path
 (:func:`linear`, :func:`layerwise`), :func:`profile` (metrics at many ``t`` in one batched
 evaluation, with BatchNorm statistics recalibrated, interpolated or fixed) and :func:`barrier`
 (the highest rise above the chord between the end values, found adaptively), and
-:func:`geodesic` (great circles in toroidal coordinates between aligned ends). Bent and curve
+:func:`geodesic` (great circles in toroidal coordinates between aligned ends), and
+:func:`length` (in parameters and in function space). Bent and curve
 paths and level sets come next.
 """
 
 from .barrier import Barrier, adaptive_max, barrier
+from .length import PathLength, length
 from .path import KINDS, GeodesicPath, Path, PathError, geodesic, layerwise, linear, slerp
 from .profile import BATCHNORM_MODES, Profile, profile
 
@@ -19,11 +21,13 @@ __all__ = [
     "KINDS",
     "Path",
     "PathError",
+    "PathLength",
     "Profile",
     "adaptive_max",
     "barrier",
     "geodesic",
     "layerwise",
+    "length",
     "linear",
     "profile",
     "slerp",

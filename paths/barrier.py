@@ -169,6 +169,7 @@ def barrier(
     metric: str = "error",
     *,
     resolution: float = 1 / 256,
+    coarse: float = 1 / 32,
     batchnorm: BatchNormMode | None = None,
     settings: Settings | None = None,
 ) -> Barrier:
@@ -186,6 +187,9 @@ def barrier(
         A metric name or :class:`~funcspace.metrics.Metric` (default the error).
     resolution : float
         A power of one half (default 1/256: the grid of 257 points).
+    coarse : float
+        The first grid evaluated (a power of one half, default 1/32): features of the profile
+        narrower than it can be missed; make it finer for spiky profiles.
     batchnorm, settings
         As in :func:`paths.profile` (the settings' metrics are replaced by ``metric``).
 
@@ -242,7 +246,7 @@ def barrier(
         out[(ts > 0) & (ts < 1)] = got - ((1 - inner) * f0 + inner * f1)
         return out
 
-    found, bound = adaptive_max(height, resolution, coarse=max(resolution, 1 / 32))
+    found, bound = adaptive_max(height, resolution, coarse=max(resolution, coarse))
     n = round(1 / resolution)
     best = max(found, key=found.get)
     ts = np.array(sorted(raw))

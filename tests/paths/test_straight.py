@@ -132,3 +132,22 @@ def test_bad_input_gets_a_clear_error():
     with pytest.raises(paths.PathError, match="settings must be"):
         paths.profile(paths.linear(a, mlp(1)), data(), settings={"split": "test"})
     assert isinstance(Settings(), Settings)
+
+
+def test_a_paths_function_length_is_at_least_the_disagreement_of_its_ends():
+    from funcspace.similarity import disagreement
+
+    a, b = mlp(0), mlp(1)
+    x, y = data()
+    for path in (paths.linear(a, b), paths.geodesic(a, b, x)):
+        result = paths.length(path, (x, y), n=17)
+        assert result.function >= disagreement(path.at(0.0), path.at(1.0), x) - 1e-12
+        assert len(result.steps) == 16 and result.euclidean > 0
+    same = paths.length(paths.linear(a, mlp(0)), (x, y), n=5)
+    assert same.function == 0.0 and same.euclidean == 0.0
+    straight = paths.length(paths.linear(a, b), (x, y), n=9).euclidean
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    step = sum(float(((p - q).detach() ** 2).sum()) for p, q in pairs)
+    assert straight == pytest.approx(step**0.5, rel=1e-9)
+    with pytest.raises(paths.PathError, match="n must be an integer >= 2"):
+        paths.length(paths.linear(a, b), (x, y), n=1)

@@ -5,18 +5,31 @@ Built so far (issue 16, first part): the :class:`Path` object, the straight path
 evaluation, with BatchNorm statistics recalibrated, interpolated or fixed) and :func:`barrier`
 (the highest rise above the chord between the end values, found adaptively), and
 :func:`geodesic` (great circles in toroidal coordinates between aligned ends), and
-:func:`length` (in parameters and in function space). Bent and curve
-paths and level sets come next.
+:func:`length` (in parameters and in function space), and :func:`bent` (the toroids paper's
+single-bend path). Curve paths and
+level sets come next.
 """
 
 from .barrier import Barrier, adaptive_max, barrier
 from .length import PathLength, length
-from .path import KINDS, GeodesicPath, Path, PathError, geodesic, layerwise, linear, slerp
+from .path import (
+    KINDS,
+    BentPath,
+    GeodesicPath,
+    Path,
+    PathError,
+    bent,
+    geodesic,
+    layerwise,
+    linear,
+    slerp,
+)
 from .profile import BATCHNORM_MODES, Profile, profile
 
 __all__ = [
     "BATCHNORM_MODES",
     "Barrier",
+    "BentPath",
     "GeodesicPath",
     "KINDS",
     "Path",
@@ -25,6 +38,7 @@ __all__ = [
     "Profile",
     "adaptive_max",
     "barrier",
+    "bent",
     "geodesic",
     "layerwise",
     "length",

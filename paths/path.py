@@ -23,7 +23,7 @@ from funcspace.errors import FuncspaceError
 from funcspace.params import Params, buffers_of, difference
 
 #: Path kinds built so far.
-KINDS = ("linear", "layerwise", "geodesic")
+KINDS = ("linear", "layerwise", "geodesic", "bent")
 
 
 class PathError(FuncspaceError):
@@ -280,6 +280,7 @@ def geodesic(
     align: str | None = "weights",
     *,
     output: str = "preserve",
+    canonical: bool = True,
 ) -> GeodesicPath:
     """The geodesic between the symmetry classes of ``a`` and ``b`` on the product of spheres.
 
@@ -291,6 +292,9 @@ def geodesic(
     canonical ones, not ``a``'s and ``b``'s own). ``output="preserve"`` keeps the output layer
     Euclidean, so the ends' losses are the models' own; ``"normalize"`` puts it on its sphere
     too (the toroids paper), which keeps the predictions but rescales the logits.
+
+    ``canonical=False`` keeps ``a``'s own order and signs (only its scales are removed): to
+    continue another path from its end without a jump in parameters.
 
     Raises
     ------
@@ -315,7 +319,7 @@ def geodesic(
     if align not in (None, "weights", "cosine", "activations"):
         raise PathError(f"align must be 'weights', 'cosine', 'activations' or None, got {align!r}")
     try:
-        start = canonicalize.to_torus(a, example_input, output)
+        start = canonicalize.to_torus(a, example_input, output, reorder=canonical)
         reference = start.to_model()
         moved = b if align is None else canonicalize.align(b, reference, example_input, align)
         end = canonicalize.to_torus(moved, example_input, output, reorder=False)
@@ -333,4 +337,95 @@ def geodesic(
         direction=direction,
         start_point=start,
         end_point=end,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class BentPath(Path):
+    """Two geodesics joined at a bend: ``t`` in [0, 1/2] runs the first, [1/2, 1] the second.
+
+    ``first`` goes from the start to the bend, ``second`` from the bend to the end, continuing
+    in the first's coordinates (no jump at ``t = 1/2``). ``bend`` is the trained midpoint and
+    ``record`` its training record.
+    """
+
+    first: Any = None
+    second: Any = None
+    bend: Any = None
+    record: Any = None
+
+    def _split(self, t) -> list[tuple[Any, float]]:
+        return [
+            (self.first, 2 * v) if v <= 0.5 else (self.second, 2 * v - 1) for v in check_times(t)
+        ]
+
+    def params(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
+        """The parameters at every ``t``, stacked along a leading axis of ``len(t)``."""
+        rows = [segment.params([s]) for segment, s in self._split(t)]
+        return {name: torch.cat([r[name] for r in rows]) for name in self.origin}
+
+    def buffers(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
+        """The BatchNorm statistics at every ``t`` (each segment's, interpolated)."""
+        rows = [segment.buffers([s]) for segment, s in self._split(t)]
+        return {name: torch.cat([r[name] for r in rows]) for name in rows[0]}
+
+    def _end_buffers(self) -> tuple[Params, Params]:
+        return self.first._end_buffers()[0], self.second._end_buffers()[1]
+
+
+def bent(
+    a: nn.Module,
+    b: nn.Module,
+    data: Any,
+    example_input: Tensor,
+    *,
+    align: str | None = "weights",
+    optimizer: Any = "sgd",
+    epochs: int = 100,
+    seed: int = 0,
+    output: str = "preserve",
+) -> BentPath:
+    """The toroids paper's single-bend path: the aligned geodesic midpoint, trained to zero
+    training error, joined to both ends by geodesics.
+
+    The midpoint of :func:`geodesic` ``(a, b)`` is trained with :func:`funcspace.train`
+    (``optimizer``, ``epochs``, ``seed``; it stops at zero training error); the path runs the
+    geodesic from ``a`` to the trained bend, then from the bend to ``b`` in the same
+    coordinates.
+
+    Raises
+    ------
+    PathError
+        As :func:`geodesic`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> x = torch.randn(64, 3, dtype=torch.float64)
+    >>> y = (x[:, 0] > 0).long()
+    >>> a = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    >>> b = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    >>> path = bent(a, b, (x, y), x, epochs=5)
+    >>> bool(torch.allclose(path.at(1.0)(x), b(x))), path.kind
+    (True, 'bent')
+    """
+    from funcspace.training import train
+
+    whole = geodesic(a, b, example_input, align, output=output)
+    result = train(whole.at(0.5), data, optimizer, epochs=epochs, seed=seed, progress=False)
+    first = geodesic(a, result.model, example_input, align, output=output)
+    second = geodesic(first.at(1.0), b, example_input, align, output=output, canonical=False)
+    end = second.params([1.0])
+    direction = {n: end[n][0] - v for n, v in first.origin.items()}
+    return BentPath(
+        start=first.start,
+        end=b,
+        kind="bent",
+        origin=first.origin,
+        direction=direction,
+        first=first,
+        second=second,
+        bend=result.model,
+        record=result.record,
     )

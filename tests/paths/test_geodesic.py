@@ -93,3 +93,39 @@ def test_a_model_canonicalize_refuses_gets_a_clear_error():
         paths.geodesic(WithLSTM().double(), WithLSTM().double(), x)
     with pytest.raises(paths.PathError, match="align must be"):
         paths.geodesic(MLP(6, [4], 3).double(), MLP(6, [4], 3).double(), x, align="hungarian")
+
+
+def test_the_bent_path_joins_its_segments_and_ends_at_the_two_functions():
+    x, y = data()
+    a, b = MLP(6, [10], 3, seed=0).double(), MLP(6, [10], 3, seed=1).double()
+    path = paths.bent(a, b, (x, y), x, epochs=3)
+    with torch.no_grad():
+        assert torch.allclose(path.at(0.0)(x), a(x), atol=1e-9)
+        assert torch.allclose(path.at(1.0)(x), b(x), atol=1e-9)
+        assert torch.allclose(path.at(0.5)(x), path.bend(x), atol=1e-9)
+    joint = path.first.params([1.0]), path.second.params([0.0])
+    for name in joint[0]:
+        assert torch.allclose(joint[0][name], joint[1][name], atol=1e-10), name
+    prof = paths.profile(path, (x, y), n=9)
+    own = evaluate([a, b], (x, y))
+    np.testing.assert_allclose(prof.values["loss"][[0, -1]], own.loss, rtol=1e-9)
+    assert path.kind == "bent" and path.record.epochs <= 3
+
+
+def test_the_bent_path_between_two_minima_of_a_convex_problem_has_no_barrier():
+    """Logistic regression: every geodesic is a straight line (no sphere to bend around), the
+    loss is convex along each segment, and the bend is trained below the ends."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 5, generator=g, dtype=torch.float64)
+    y = (x @ torch.randn(5, generator=g, dtype=torch.float64) > 0).long()
+    from funcspace.training import train
+
+    def logistic() -> nn.Module:
+        return nn.Sequential(nn.Linear(5, 2)).double()
+
+    ends = [
+        train(logistic(), (x, y), "sgd", seed=s, epochs=30, progress=False).model for s in (0, 1)
+    ]
+    path = paths.bent(ends[0], ends[1], (x, y), x, epochs=20)
+    found = paths.barrier(path, (x, y), "loss", resolution=1 / 32)
+    assert found.height == pytest.approx(0.0, abs=1e-9)

@@ -34,7 +34,7 @@ def check_module(
         for key, p in value.named_parameters():
             if p.is_floating_point() and not bool(torch.isfinite(p).all()):
                 raise FuncspaceError(
-                    f"parameter {key!r} of {name} contains NaN or inf; a network with "
+                    f"parameter {key!r} contains NaN or inf (in {name}); a network with "
                     "non-finite weights has nothing to measure (did training diverge?)"
                 )
     return value
@@ -166,6 +166,36 @@ def select_parameters(
     return [n for n in names if n in chosen]
 
 
+def check_targets(
+    y: torch.Tensor, kind: str, *, dtype: torch.dtype, device: torch.device, role: str = "data"
+) -> torch.Tensor:
+    """Targets as a metric or loss reads them (``kind`` of :class:`~funcspace.metrics.Metric`):
+    class indices (1-D integers, int64), +-1 labels (1-D, ``dtype``), real values (``dtype``)
+    or anything (moved only); anything else is refused, saying what to do."""
+    if kind == "class":
+        if y.is_floating_point() or y.ndim != 1:
+            raise FuncspaceError(
+                f"{role} targets must be a 1-D tensor of integer class indices; got {y.dtype} of "
+                f"shape {tuple(y.shape)} (for regression targets use 'mse' or a metric of your "
+                "own)"
+            )
+        return y.to(device=device, dtype=torch.long)
+    if kind == "sign" and (y.ndim != 1 or not bool(((y == 1) | (y == -1)).all())):
+        raise FuncspaceError(f"{role} targets must be a 1-D tensor of +-1 labels for these metrics")
+    if kind in ("real", "sign"):
+        return y.to(device=device, dtype=dtype)
+    return y.to(device=device)
+
+
+def check_class_range(y: torch.Tensor, classes: int) -> None:
+    """Refuse class indices outside ``0 ... classes - 1`` (the model's number of outputs)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise FuncspaceError(
+            f"targets range over [{int(y.min())}, {int(y.max())}] but the model has {classes} "
+            "outputs; targets must be class indices below the number of outputs"
+        )
+
+
 def explain_forward_error(model: nn.Module, inputs: torch.Tensor, err: Exception) -> FuncspaceError:
     """A clear error for a forward pass that failed on the user's inputs, with what to do."""
     hints = []
@@ -214,17 +244,7 @@ def check_model_data(
     device = next(model.parameters()).device
     dtype = like.dtype if like is not None else torch.get_default_dtype()
     x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
-    if targets == "class":
-        if y.is_floating_point() or y.ndim != 1:
-            raise FuncspaceError(
-                f"targets must be a 1-D tensor of integer class indices; got {y.dtype} of shape "
-                f"{tuple(y.shape)} (for regression targets use loss='mse' where it is offered)"
-            )
-        y = y.to(device=device, dtype=torch.long)
-    elif targets in ("real", "sign"):
-        y = y.to(device=device, dtype=dtype)
-    else:
-        y = y.to(device)
+    y = check_targets(y, targets, dtype=dtype, device=device)
     if len(x) == 0:
         raise FuncspaceError("the data are empty: there is nothing to measure")
     try:
@@ -240,9 +260,5 @@ def check_model_data(
                 f"{tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__}"
                 " per example"
             )
-        if int(y.min()) < 0 or int(y.max()) >= classes:
-            raise FuncspaceError(
-                f"targets range over [{int(y.min())}, {int(y.max())}] but the model has "
-                f"{classes} outputs; targets must be class indices below the number of outputs"
-            )
+        check_class_range(y, classes)
     return model, x, y

@@ -126,7 +126,7 @@ USAGE = """usage: python -m funcspace.demo
 
 Trains two 64-128-128-10 ReLU MLPs (seeds 0 and 1) on scikit-learn's digits, then prints how far
 apart they are raw, in canonical form and aligned, the linear-path barrier between them before
-and after alignment, and whether every transformation kept every prediction (about 3.5 s on 2
+and after alignment, and whether every transformation kept every prediction (3.4-4 s on 2
 CPU cores). Takes no options."""
 
 

@@ -207,11 +207,12 @@ def barrier(
     >>> import torch
     >>> from torch import nn
     >>> from paths import linear
-    >>> a = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
-    >>> data = (torch.randn(30, 3), torch.randint(0, 2, (30,)))
+    >>> g = torch.Generator().manual_seed(0)
+    >>> a = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    >>> data = (torch.randn(30, 3, generator=g).double(), torch.randint(0, 2, (30,), generator=g))
     >>> flat = barrier(linear(a, a), data, "loss", resolution=1 / 64)
-    >>> abs(flat.height) < 1e-6, flat.evaluations <= 65
-    (True, True)
+    >>> flat.height, flat.evaluations   # a flat profile: the coarse grid, nothing refined
+    (0.0, 33)
     """
     chosen = as_metric(metric)
     base = Settings() if settings is None else settings

@@ -11,7 +11,7 @@ import torch
 from funcspace._validate import eval_mode
 from funcspace.data import Dataset, Pair, as_pair
 
-from .path import Path, PathError
+from .path import Path, evenly_spaced
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,7 @@ def length(path: Path, data: Dataset | Pair, n: int = 33, *, split: str = "train
     >>> abs(result.euclidean - distance**0.5) < 1e-5
     True
     """
-    if not isinstance(path, Path):
-        raise PathError(f"path must be a paths.Path, got {type(path).__name__}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise PathError(f"n must be an integer >= 2, got {n!r}")
-    ts = np.linspace(0.0, 1.0, n)
+    ts = evenly_spaced(path, n)
     params = path.params(ts)
     euclidean = 0.0
     for i in range(n - 1):

@@ -149,6 +149,21 @@ def check_times(t: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     return values
 
 
+def check_path(path: object) -> Path:
+    """A :class:`Path`, or a clear error."""
+    if not isinstance(path, Path):
+        raise PathError(f"path must be a paths.Path, got {type(path).__name__}")
+    return path
+
+
+def evenly_spaced(path: object, n: object) -> np.ndarray:
+    """``n`` evenly spaced ``t`` on a path, ends included; a non-path or ``n < 2`` is refused."""
+    check_path(path)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise PathError(f"n must be an integer >= 2, got {n!r}")
+    return np.linspace(0.0, 1.0, n)
+
+
 def _ends(
     a: object, b: object, layers: str | Sequence[str] | None = None
 ) -> tuple[nn.Module, nn.Module, Params, Params]:

@@ -14,7 +14,7 @@ from funcspace.data import Dataset, Pair
 from funcspace.evaluation import Evaluator, Settings
 from funcspace.params import Stacked
 
-from .path import Path, PathError, check_times
+from .path import Path, PathError, check_path, check_times, evenly_spaced
 
 BatchNormMode = Literal["recalibrate", "interpolate", "fixed"]
 BATCHNORM_MODES = ("recalibrate", "interpolate", "fixed")
@@ -111,14 +111,8 @@ def profile(
     >>> p.t.tolist(), p.values["loss"].shape
     ([0.0, 0.25, 0.5, 0.75, 1.0], (5,))
     """
-    if not isinstance(path, Path):
-        raise PathError(f"path must be a paths.Path, got {type(path).__name__}")
-    if t is None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise PathError(f"n must be an integer >= 2, got {n!r}")
-        ts = np.linspace(0.0, 1.0, n)
-    else:
-        ts = check_times(t)
+    check_path(path)
+    ts = evenly_spaced(path, n) if t is None else check_times(t)
     settings = Settings() if settings is None else settings
     if not isinstance(settings, Settings):
         raise PathError(f"settings must be a funcspace.evaluation.Settings, got {settings!r}")

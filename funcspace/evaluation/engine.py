@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from funcspace._validate import explain_forward_error
+from funcspace._validate import check_class_range, explain_forward_error
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import target_kind
@@ -205,12 +205,7 @@ def _check_outputs(outputs: Tensor, y: Tensor, class_dim: int, targets: str) -> 
                 f"the model must return (N, n_classes) logits for these metrics; it returned "
                 f"shape {per_point} per point"
             )
-        classes = outputs.shape[class_dim]
-        if int(y.max()) >= classes or int(y.min()) < 0:
-            raise FuncspaceError(
-                f"targets range over [{int(y.min())}, {int(y.max())}] but the model has "
-                f"{classes} outputs; targets must be class indices below the number of outputs"
-            )
+        check_class_range(y, outputs.shape[class_dim])
     elif targets == "sign":
         if math.prod(per_point) != len(y):
             raise FuncspaceError(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from funcspace._validate import check_targets
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import Targets
@@ -282,22 +283,7 @@ def read_batches(
     x, y = as_pair(data, split)
     if len(x) == 0:
         raise FuncspaceError(f"{role} is empty: there is nothing to evaluate on")
-    if targets == "class":
-        if y.is_floating_point() or y.ndim != 1:
-            raise FuncspaceError(
-                f"{role} targets must be a 1-D tensor of integer class indices for these "
-                f"metrics; got {y.dtype} of shape {tuple(y.shape)} (for regression targets "
-                "measure metrics='mse' or a metric of your own)"
-            )
-        y = y.to(device=device, dtype=torch.long)
-    elif targets == "any":
-        y = y.to(device=device)
-    else:
-        if targets == "sign" and (y.ndim != 1 or not bool(((y == 1) | (y == -1)).all())):
-            raise FuncspaceError(
-                f"{role} targets must be a 1-D tensor of +-1 labels for these metrics"
-            )
-        y = y.to(device=device, dtype=dtype)
+    y = check_targets(y, targets, dtype=dtype, device=device, role=role)
     x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
     if batch_size is None:
         batch_size = min(len(x), DEFAULT_BATCH)

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from funcspace._validate import eval_mode, explain_forward_error, select_parameters
+from funcspace._validate import (
+    check_class_range,
+    check_module,
+    check_targets,
+    eval_mode,
+    explain_forward_error,
+    select_parameters,
+)
 from funcspace.data import Dataset, Pair, as_pair
 from funcspace.errors import FuncspaceError
 from funcspace.metrics import Metric, as_loss
@@ -45,22 +52,6 @@ def _select(model: nn.Module, params: Selection) -> list[str]:
             "none; pass parameter or module names, or a predicate on names"
         )
     return chosen
-
-
-def _targets_for(loss: Callable, targets: Tensor, dtype: torch.dtype) -> Tensor:
-    """Targets as the loss reads them: checked class indices, or values in the model's dtype."""
-    kind = loss.targets if isinstance(loss, Metric) else None
-    if kind == "class":
-        if targets.is_floating_point() or targets.ndim != 1:
-            raise FuncspaceError(
-                f"loss {loss.name!r} needs a 1-D tensor of integer class indices as targets; got "
-                f"{targets.dtype} of shape {tuple(targets.shape)} (for real targets use "
-                "loss='mse' or a loss of your own)"
-            )
-        return targets
-    if kind in ("real", "sign"):
-        return targets.to(dtype=dtype)
-    return targets
 
 
 class HessianOperator:
@@ -136,8 +127,8 @@ class HessianOperator:
         params: Selection = None,
         split: str = "train",
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise FuncspaceError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        # a non-finite weight, selected or fixed, spoils the Hessian
+        check_module("model", model, finite=True)
         loss = as_loss(loss)
         inputs, targets = as_pair(data, split)
         self.names = tuple(_select(model, params))
@@ -152,11 +143,6 @@ class HessianOperator:
             )
         if not all(p.dtype.is_floating_point for p in chosen):
             raise FuncspaceError("the selected parameters must be floating point")
-        for n, p in named.items():  # a non-finite fixed weight spoils the Hessian as well
-            if p.dtype.is_floating_point and not torch.isfinite(p).all():
-                raise FuncspaceError(
-                    f"parameter {n!r} contains NaN or inf; the Hessian is undefined"
-                )
         self.dtype: torch.dtype = dtypes.pop()
         self.device: torch.device = devices.pop()
         n_examples = len(inputs)
@@ -171,7 +157,8 @@ class HessianOperator:
         self._loss = loss
         if inputs.is_floating_point():
             inputs = inputs.to(dtype=self.dtype)
-        targets = _targets_for(loss, targets, self.dtype)
+        kind = loss.targets if isinstance(loss, Metric) else "any"
+        targets = check_targets(targets, kind, dtype=self.dtype, device=targets.device)
         self._leaves = [p.detach().clone().requires_grad_(True) for p in chosen]
         self._fixed = {n: p.detach().clone() for n, p in named.items() if n not in set(self.names)}
         self._fixed.update({n: b.detach().clone() for n, b in model.named_buffers()})
@@ -198,12 +185,7 @@ class HessianOperator:
             except (RuntimeError, TypeError, IndexError) as err:
                 raise explain_forward_error(self._model, x, err) from err
         if isinstance(self._loss, Metric) and self._loss.targets == "class" and len(y):
-            classes = out.shape[1] if out.ndim > 1 else 0
-            if int(y.max()) >= classes or int(y.min()) < 0:
-                raise FuncspaceError(
-                    f"targets range over [{int(y.min())}, {int(y.max())}] but the model has "
-                    f"{classes} outputs; targets must be class indices below that"
-                )
+            check_class_range(y, out.shape[1] if out.ndim > 1 else 0)
         value = self._loss(out, y)
         if not isinstance(value, Tensor) or value.numel() != 1:
             raise FuncspaceError("loss must return a scalar tensor (the mean over the batch)")

@@ -12,13 +12,7 @@ from torch import nn
 
 from funcspace.data import Dataset, Pair
 from funcspace.evaluation import Evaluator, Settings
-from funcspace.evaluation.settings import settings_or_legacy
 from funcspace.params import Params
-
-
-def landscape_settings(settings: Settings | None, legacy: dict[str, Any], where: str) -> Settings:
-    """``settings``, or the deprecated evaluation keywords of earlier versions as settings."""
-    return settings_or_legacy(settings, legacy, where)
 
 
 def meta_of(settings: Settings) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from funcspace._validate import check_int, check_module, check_span
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Settings
+from funcspace.evaluation.settings import settings_or_legacy
 from funcspace.params import buffers_of, difference
 
-from ._engine import landscape_settings, meta_of, run
+from ._engine import meta_of, run
 from .results import Slice1D
 
 
@@ -80,7 +81,7 @@ def interpolate(
     check_module("b", b, parameters=True)
     check_int("points", points, 2)
     low, high = check_span("span", span)
-    settings = landscape_settings(settings, deprecated, "interpolate")
+    settings = settings_or_legacy(settings, deprecated, "interpolate")
     pa, direction = difference(a, b, layers)
     if settings.batchnorm == "fixed":
         ba, bb = buffers_of(a), buffers_of(b)

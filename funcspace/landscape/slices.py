@@ -16,10 +16,11 @@ from funcspace._validate import check_generator, check_int, check_module, check_
 from funcspace.data import Dataset, Pair
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Settings
+from funcspace.evaluation.settings import settings_or_legacy
 from funcspace.params import Params, parameters_of
 
 from ._checks import complete
-from ._engine import landscape_settings, meta_of, run
+from ._engine import meta_of, run
 from .directions import Ignore, Normalization, random_direction
 from .results import Slice1D, Slice2D, TrajectoryPCA
 
@@ -110,7 +111,7 @@ def line(
     check_module("model", model, parameters=True)
     low, high = check_span("span", span)
     check_int("points", points, 2)
-    settings = landscape_settings(settings, deprecated, "line")
+    settings = settings_or_legacy(settings, deprecated, "line")
     origin = parameters_of(model)
     if direction is None:
         (direction,), meta = _random(model, 1, seed, normalization, ignore)
@@ -187,7 +188,7 @@ def plane(
         raise FuncspaceError(f"resolution must be a pair (nx, ny), got {resolution!r}")
     nx = check_int("resolution[0]", resolution[0], 2)
     ny = check_int("resolution[1]", resolution[1], 2)
-    settings = landscape_settings(settings, deprecated, "plane")
+    settings = settings_or_legacy(settings, deprecated, "plane")
     origin = parameters_of(model)
     if isinstance(directions, TrajectoryPCA):
         pca = directions

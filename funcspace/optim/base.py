@@ -142,17 +142,11 @@ class Method(ABC):
     """One way of training: owns its network(s), takes one epoch of steps at a time.
 
     Subclasses declare ``name`` and ``Options`` (their :class:`Options` dataclass);
-    :meth:`resolve` validates user options at the boundary. ``options`` lists each option's
-    default and check, read from the dataclass.
+    :meth:`resolve` validates user options at the boundary.
     """
 
     name: ClassVar[str]
     Options: ClassVar[type[Options]]
-
-    @classmethod
-    def option_table(cls) -> dict[str, tuple[Any, Callable[[str, Any], Any]]]:
-        """Option name -> (default, check), from the method's :class:`Options` dataclass."""
-        return {f.name: (f.default, f.metadata["check"]) for f in fields(cls.Options)}
 
     def __init__(self, model: nn.Module, context: Context, **options: Any) -> None:
         self.net = model

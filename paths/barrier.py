@@ -24,7 +24,7 @@ refined, the evidence for that claim.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -218,14 +218,7 @@ def barrier(
     base = Settings() if settings is None else settings
     if not isinstance(base, Settings):
         raise PathError(f"settings must be a funcspace.evaluation.Settings, got {base!r}")
-    measured = Settings(
-        metrics=(chosen,),
-        split=base.split,
-        batch_size=base.batch_size,
-        chunk=base.chunk,
-        recalibration_data=base.recalibration_data,
-        strategy=base.strategy,
-    )
+    measured = replace(base, metrics=(chosen,))  # profile sets the BatchNorm handling
     modes: list[str] = []
     raw: dict[float, float] = {}
 

@@ -82,27 +82,42 @@ class TorusPoint:
 
     def state(self) -> State:
         """The float64 state dict this point stands for."""
-        state = {**self.free, **self.buffers}
+        return {**self.unpack(self.spheres, self.free), **self.buffers}
+
+    def unpack(self, spheres: dict[str, Tensor], free: dict[str, Tensor]) -> State:
+        """The parameters that coordinates of this point's shape stand for.
+
+        ``spheres`` and ``free`` have the keys and trailing shapes of :attr:`spheres` and
+        :attr:`free`, with any leading axes in common (``(k, units, d)`` for ``k`` points at
+        once); every returned parameter gets the same leading axes. Differentiable: a curve
+        trained in toroidal coordinates back-propagates through it. Buffers are not included.
+        """
+        lead = _leading(spheres, free, self)
+        state = dict(free)
         shapes = dict(self.spec.state_shapes)
         for block in self.blocks:
-            coords = self.spheres[block.name] * block.radius
+            coords = spheres[block.name] * block.radius
             start = 0
             for tensor, width, rows in block.parts:
                 shape = shapes[tensor]
                 count = shape[0] if rows is None else len(rows)
                 if block.output:
-                    values = coords[0, start : start + count * width]
+                    values = coords[..., 0, start : start + count * width]
                     start += count * width
                 else:
-                    values = coords[:, start : start + width]
+                    values = coords[..., start : start + width]
                     start += width
-                values = values.reshape(count, *shape[1:])
+                values = values.reshape(*lead, count, *shape[1:])
                 if rows is None:
-                    state[tensor] = values.clone()
+                    state[tensor] = values
                 else:
                     base = state.get(tensor)
-                    base = torch.zeros(shape, dtype=values.dtype) if base is None else base.clone()
-                    base[torch.as_tensor(rows, dtype=torch.long)] = values
+                    if base is None:
+                        base = values.new_zeros(*lead, *shape)
+                    else:
+                        base = base.clone()
+                    index = torch.as_tensor(rows, dtype=torch.long, device=values.device)
+                    base[(Ellipsis, index) + (slice(None),) * (len(shape) - 1)] = values
                     state[tensor] = base
         return state
 
@@ -118,6 +133,27 @@ class TorusPoint:
         n_spheres = sum(t.shape[0] for t in self.spheres.values())
         n_free = sum(t.numel() for t in self.free.values())
         return f"TorusPoint({n_spheres} spheres in {len(self.spheres)} blocks, {n_free} free)"
+
+
+def _leading(spheres: dict[str, Tensor], free: dict[str, Tensor], point: TorusPoint) -> tuple:
+    """The leading axes of coordinates shaped like ``point``'s (the same on every block)."""
+    shapes = set()
+    for given, own in ((spheres, point.spheres), (free, point.free)):
+        if set(given) != set(own):
+            raise SymmetryError(
+                f"coordinates must have the blocks {sorted(own)}, got {sorted(given)}"
+            )
+        for name, value in given.items():
+            trailing = own[name].ndim
+            if value.ndim < trailing or value.shape[value.ndim - trailing :] != own[name].shape:
+                raise SymmetryError(
+                    f"coordinate {name!r} must end with shape {tuple(own[name].shape)}, got "
+                    f"{tuple(value.shape)}"
+                )
+            shapes.add(tuple(value.shape[: value.ndim - trailing]))
+    if len(shapes) > 1:
+        raise SymmetryError(f"coordinates have different leading axes: {sorted(shapes)}")
+    return shapes.pop() if shapes else ()
 
 
 def _point(state: State, spec: SymmetrySpec, output: Output, template, x) -> TorusPoint:

@@ -11,6 +11,7 @@ level sets come next.
 """
 
 from .barrier import Barrier, adaptive_max, barrier
+from .curve import CurvePath, CurveRecord, curve
 from .length import PathLength, length
 from .path import (
     KINDS,
@@ -30,6 +31,8 @@ __all__ = [
     "BATCHNORM_MODES",
     "Barrier",
     "BentPath",
+    "CurvePath",
+    "CurveRecord",
     "GeodesicPath",
     "KINDS",
     "Path",
@@ -39,6 +42,7 @@ __all__ = [
     "adaptive_max",
     "barrier",
     "bent",
+    "curve",
     "geodesic",
     "layerwise",
     "length",

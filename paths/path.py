@@ -23,7 +23,7 @@ from funcspace.errors import FuncspaceError
 from funcspace.params import Params, buffers_of, difference
 
 #: Path kinds built so far.
-KINDS = ("linear", "layerwise", "geodesic", "bent")
+KINDS = ("linear", "layerwise", "geodesic", "bent", "curve")
 
 
 class PathError(FuncspaceError):
@@ -259,12 +259,15 @@ class GeodesicPath(Path):
         return dict(self.start_point.buffers), dict(self.end_point.buffers)
 
 
-def slerp(u: Tensor, v: Tensor, t: float) -> Tensor:
+def slerp(u: Tensor, v: Tensor, t: float | Tensor) -> Tensor:
     """The great-circle point at fraction ``t`` from each row of ``u`` to the same row of ``v``
     (unit rows). Stable for nearly equal rows (the chord, renormalized) and for opposite ones
-    (a fixed direction orthogonal to ``u``: every great circle joins them)."""
+    (a fixed direction orthogonal to ``u``: every great circle joins them). ``t`` is a number
+    or a tensor that broadcasts against ``u[..., :1]`` (one fraction per leading index); the
+    result is differentiable in ``u`` and ``v`` away from opposite rows."""
     u = u / u.norm(dim=-1, keepdim=True)
     v = v / v.norm(dim=-1, keepdim=True)
+    t = torch.as_tensor(t, dtype=u.dtype, device=u.device)
     theta = 2 * torch.asin(((u - v).norm(dim=-1, keepdim=True) / 2).clamp(max=1.0))
     near = theta < 1e-6
     opposite = theta > math.pi - 1e-6
@@ -278,14 +281,14 @@ def slerp(u: Tensor, v: Tensor, t: float) -> Tensor:
         basis2[..., 1 % u.shape[-1]] = 1.0
         other = torch.where(flat, basis2 - (u * basis2).sum(-1, keepdim=True) * u, other)
         towards = torch.where(opposite, other, towards)
-    towards = towards / towards.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    towards = towards / towards.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     rotated = torch.cos(t * theta) * u + torch.sin(t * theta) * towards
     chord = (1 - t) * u + t * v
-    chord = chord / chord.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    chord = chord / chord.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     out = torch.where(near, chord, rotated)
-    if t == 1.0:
-        out = torch.where(opposite, out, v)  # the end exactly (not through cos/sin round-off)
-    return out
+    # the ends exactly (not through cos/sin round-off); opposite rows keep their fixed circle
+    out = torch.where((t == 0) & ~opposite, u, out)
+    return torch.where((t == 1) & ~opposite, v, out)
 
 
 def geodesic(

@@ -1,18 +1,24 @@
 """paths: paths between minimizers and what is measured along them.
 
-Built so far (issue 16, first part): the :class:`Path` object, the straight paths
-(:func:`linear`, :func:`layerwise`), :func:`profile` (metrics at many ``t`` in one batched
-evaluation, with BatchNorm statistics recalibrated, interpolated or fixed) and :func:`barrier`
-(the highest rise above the chord between the end values, found adaptively), and
-:func:`geodesic` (great circles in toroidal coordinates between aligned ends), and
-:func:`length` (in parameters and in function space), and :func:`bent` (the toroids paper's
-single-bend path). Curve paths and
-level sets come next.
+- Paths: :class:`Path` and the straight ones (:func:`linear`, :func:`layerwise`), great circles
+  in toroidal coordinates between aligned ends (:func:`geodesic`), the toroids paper's
+  single-bend path (:func:`bent`), and trained mode-connectivity curves (:func:`curve`:
+  Bezier or polygonal, on spheres or in raw parameters).
+- Measurements: :func:`profile` (metrics at many ``t`` in one batched evaluation, BatchNorm
+  statistics recalibrated, REPAIRed, interpolated or fixed), :func:`barrier` (the highest rise
+  above the chord between the end values, found adaptively), :func:`length` (in parameters
+  and in function space), :func:`path_plane` (the plane through the ends and a bend).
+- Level sets (Tahir & Katz): :func:`level_set` walks the set of constant training loss
+  while lowering a regularizer; :func:`penalized` gives the minimizers of loss + lambda *
+  regularizer to compare with.
+- Plots: :func:`plot_profiles`, :func:`plot_path_plane`.
+- The main job: ``python -m paths.demo``.
 """
 
 from .barrier import Barrier, adaptive_max, barrier
 from .curve import CurvePath, CurveRecord, curve
 from .length import PathLength, length
+from .level_set import REGULARIZERS, LevelSet, Penalized, level_set, penalized
 from .path import (
     KINDS,
     BentPath,
@@ -25,7 +31,9 @@ from .path import (
     linear,
     slerp,
 )
-from .profile import BATCHNORM_MODES, Profile, profile
+from .plane import PathPlane, path_plane
+from .plots import plot_path_plane, plot_profiles
+from .profile import BATCHNORM_MODES, Profile, profile, repair
 
 __all__ = [
     "BATCHNORM_MODES",
@@ -35,10 +43,14 @@ __all__ = [
     "CurveRecord",
     "GeodesicPath",
     "KINDS",
+    "LevelSet",
     "Path",
     "PathError",
     "PathLength",
+    "Penalized",
+    "PathPlane",
     "Profile",
+    "REGULARIZERS",
     "adaptive_max",
     "barrier",
     "bent",
@@ -46,7 +58,13 @@ __all__ = [
     "geodesic",
     "layerwise",
     "length",
+    "level_set",
     "linear",
+    "penalized",
+    "path_plane",
+    "plot_path_plane",
+    "plot_profiles",
     "profile",
+    "repair",
     "slerp",
 ]

@@ -24,7 +24,7 @@ from . import ops
 from .errors import SymmetryError
 from .ops import SUPPORTED_LAYERS
 from .spec import BatchNormInfo, BiasFold, SymmetrySpec
-from .tracing import trace
+from .tracing import layer_path, state_name, trace
 from .validate import check_input, check_model
 
 __all__ = ["SUPPORTED_LAYERS", "symmetries", "trace"]
@@ -166,6 +166,12 @@ def where(node: fx.Node) -> str:
     return ""
 
 
+def layer(name: str, module: nn.Module) -> str:
+    """A layer for error messages, by module path ("" for a model that is one layer)."""
+    kind = type(module).__name__
+    return f"layer '{name}' ({kind})" if name else f"the model itself ({kind})"
+
+
 def describe(node: fx.Node) -> str:
     target = node.target
     name = getattr(target, "__name__", str(target))
@@ -270,7 +276,7 @@ class Walk:
             if shape is None:
                 module = self.gm.get_submodule(str(node.target))
                 raise SymmetryError(
-                    f"layer '{node.target}' ({type(module).__name__}) has no supported "
+                    f"{layer(layer_path(self.gm, node), module)} has no supported "
                     f"symmetry (it does not return one tensor); supported layers are "
                     f"{SUPPORTED_LAYERS}"
                 )
@@ -317,8 +323,8 @@ class Walk:
 
     # --- modules -----------------------------------------------------------------------
     def visit_module(self, node: fx.Node, shape) -> Value:
-        name = str(node.target)
-        module = self.gm.get_submodule(name)
+        name = layer_path(self.gm, node)
+        module = self.gm.get_submodule(str(node.target))
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             return self.weight_layer(node, name, module, shape)
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -329,14 +335,14 @@ class Walk:
         if isinstance(module, nn.Flatten):
             if module.start_dim != 1 or module.end_dim not in (-1, len(value.shape) - 1):
                 raise SymmetryError(
-                    f"layer '{name}' (Flatten) flattens dims {module.start_dim}..{module.end_dim}; "
+                    f"{layer(name, module)} flattens dims {module.start_dim}..{module.end_dim}; "
                     "only Flatten(start_dim=1, end_dim=-1) is supported"
                 )
             return self.flatten(node, value, shape)
         kind = ops.module_kind(module)
         if kind is None:
             raise SymmetryError(
-                f"layer '{name}' ({type(module).__name__}) has no supported symmetry; supported "
+                f"{layer(name, module)} has no supported symmetry; supported "
                 f"layers are {SUPPORTED_LAYERS}. Replace it by a supported layer or canonicalize "
                 "a model without it."
             )
@@ -357,12 +363,12 @@ class Walk:
             raise SymmetryError(f"{describe(node)}: PReLU has {module.num_parameters} slopes")
         for pos, chan in enumerate(value.chans):
             if chan.perm is not None:
-                self.axes.append((chan.perm, f"{name}.weight", 0, 1, pos, None))
+                self.axes.append((chan.perm, state_name(name, "weight"), 0, 1, pos, None))
 
     def once(self, name: str, module: nn.Module) -> None:
         if name in self.called:
             raise SymmetryError(
-                f"layer '{name}' ({type(module).__name__}) is called more than once in the "
+                f"{layer(name, module)} is called more than once in the "
                 "forward pass; layers with shared weights are not supported"
             )
         self.called.add(name)
@@ -416,14 +422,14 @@ class Walk:
         )
         if len(value.shape) != expected:
             raise SymmetryError(
-                f"layer '{name}' ({type(module).__name__}) is applied to a {len(value.shape)}-D "
+                f"{layer(name, module)} is applied to a {len(value.shape)}-D "
                 f"tensor; canonicalize supports it on {expected}-D (batch, channels, ...) inputs"
             )
-        weight = f"{name}.weight"
-        rows = [weight] + ([f"{name}.bias"] if module.bias is not None else [])
+        weight, bias = state_name(name, "weight"), state_name(name, "bias")
+        rows = [weight] + ([bias] if module.bias is not None else [])
         n_out = module.weight.shape[0]
         groups = getattr(module, "groups", 1)
-        shift = (f"{name}.bias",) if module.bias is not None and len(node.users) == 1 else ()
+        shift = (bias,) if module.bias is not None and len(node.users) == 1 else ()
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
         if groups == 1:
             self.read_columns(value.chans, weight, block=value.block)
@@ -487,12 +493,13 @@ class Walk:
             for buffer in ("running_mean", "running_var"):
                 for pos, chan in enumerate(value.chans):
                     if chan.perm is not None:
-                        self.axes.append((chan.perm, f"{name}.{buffer}", 0, 1, pos, None))
+                        self.axes.append((chan.perm, state_name(name, buffer), 0, 1, pos, None))
         if not module.affine:
             chans = tuple(Chan(c.perm, frozenset()) for c in value.chans)
             return Value(chans, value.block, shape)
         perm, scale = self.new_units(name, len(value.chans), [c.perm for c in value.chans])
-        self.add_layer(name, "batchnorm", (f"{name}.weight", f"{name}.bias"), perm, scale, None)
+        rows = (state_name(name, "weight"), state_name(name, "bias"))
+        self.add_layer(name, "batchnorm", rows, perm, scale, None)
         chans = tuple(Chan(p, frozenset({(s, "full")})) for p, s in zip(perm, scale, strict=True))
         return Value(chans, value.block, shape)
 

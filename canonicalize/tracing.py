@@ -16,12 +16,21 @@ Two strategies, tried in order:
 Both strategies record torch-level nodes only: ``call_module`` for leaf layers (parameters stay
 behind their modules, never inlined), ``call_function`` for torch and functional calls,
 ``call_method`` for tensor methods.
+
+A model that is itself a leaf layer (a bare ``nn.Linear`` or ``nn.Conv2d``) is not traced at all:
+torch.fx traces a root's own ``forward``, which would inline its parameters as ``get_attr``
+nodes. It becomes a one-layer graph instead (input, one ``call_module`` node, output), like a
+model holding that one layer. torch.fx cannot name the root module as a ``call_module`` target,
+so the layer sits under :data:`ROOT_LAYER` in the graph module, whose ``state_dict`` keeps the
+model's own names (``weight``, not ``root_layer.weight``); :func:`layer_path` and
+:func:`state_name` give the names the model uses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import linecache
 import operator
@@ -41,7 +50,10 @@ from torch.fx.proxy import Attribute, TraceError
 from .errors import SymmetryError
 from .layers import Sign
 
-__all__ = ["trace"]
+__all__ = ["ROOT_LAYER", "layer_path", "state_name", "trace"]
+
+# where a model that is itself a leaf layer sits in its graph module
+ROOT_LAYER = "root_layer"
 
 # tensor methods and attributes that read metadata (shape, rank, dtype, device), never values
 _SHAPE_METHODS = frozenset(
@@ -639,6 +651,77 @@ def _copy_of(example_input: Any) -> Any:
     return example_input
 
 
+def layer_path(gm: fx.GraphModule, node: fx.Node) -> str:
+    """The module path, in the traced model, of the layer a ``call_module`` node calls.
+
+    It is the node's target, except for a model that is itself a leaf layer: its path is ``""``
+    (as in ``model.named_modules()``).
+    """
+    target = str(node.target)
+    return "" if target == gm.meta.get("root_layer") else target
+
+
+def state_name(path: str, attr: str) -> str:
+    """The ``state_dict`` name of the tensor ``attr`` of the module at ``path``.
+
+    Examples
+    --------
+    >>> state_name("features.0", "weight"), state_name("", "weight")
+    ('features.0.weight', 'weight')
+    """
+    return f"{path}.{attr}" if path else attr
+
+
+def _is_layer(model: nn.Module) -> bool:
+    """Whether the tracers keep ``model`` as one ``call_module`` node (a torch.nn layer, Sign)."""
+    return _LeafTracer().is_leaf_module(model, "")
+
+
+def _strip_root_prefix(
+    module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
+) -> None:
+    """State-dict post-hook: the root layer's tensors under the model's own names."""
+    inner = f"{prefix}{ROOT_LAYER}."
+    for key in [k for k in state if k.startswith(inner)]:
+        state[prefix + key[len(inner) :]] = state.pop(key)
+
+
+def _layer_graph(layer: nn.Module) -> fx.GraphModule:
+    """The one-layer graph of a model that is itself a leaf layer.
+
+    One placeholder per parameter of ``forward`` without a default (several of them are refused
+    later, as for any model), the layer called on them, its result returned.
+    """
+    graph = fx.Graph()
+    try:
+        parameters = inspect.signature(layer.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume one input
+        parameters = ()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in parameters if p.kind in positional and p.default is p.empty]
+    inputs = [graph.placeholder(name) for name in names or ["input"]]
+    graph.output(graph.call_module(ROOT_LAYER, tuple(inputs)))
+    gm = fx.GraphModule({ROOT_LAYER: layer}, graph)
+    gm.register_state_dict_post_hook(_strip_root_prefix)
+    gm.meta["root_layer"] = ROOT_LAYER
+    return gm
+
+
+def _specialize(
+    name: str, work: nn.Module, example_input: torch.Tensor
+) -> tuple[fx.Graph, list[str]]:
+    """Trace ``work`` with :class:`_SpecializingTracer`: its graph and the decisions taken."""
+    tracer = _SpecializingTracer(_copy_of(example_input))
+    try:
+        graph = tracer.trace(work)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported as a SymmetryError
+        partial = getattr(tracer, "graph", None)
+        several = _several_inputs(name, partial) if partial is not None else None
+        error = several or _tracing_error(name, work, example_input, exc, tracer.last_false)
+        raise error from exc
+    return graph, tracer.specialized  # the tracer, and the values it kept, go
+
+
 def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     """Trace a copy of ``model`` (eval mode) with torch.fx and annotate tensor shapes.
 
@@ -664,6 +747,9 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
         the example input and left out of the graph. ``gm.meta["tracing"]`` is ``"symbolic"`` or
         ``"specialized"``; ``gm.meta["specialized"]`` lists each Python decision taken on the
         example input (``"forward of 'blk' (Block) at net.py:12 `if x.size(-1) > 4:` -> True"``).
+        A model that is itself a torch.nn layer becomes a one-layer graph
+        (``gm.meta["tracing"] == "layer"``); its layer's path is ``""`` (:func:`layer_path`) and
+        ``gm.state_dict()`` has the model's names.
 
     Raises
     ------
@@ -676,22 +762,17 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     work = copy.deepcopy(model).eval()
     specialized: list[str] = []
     strategy = "symbolic"
-    try:
-        graph = _LeafTracer().trace(work)
-    except Exception:  # noqa: BLE001 - any failure: retry with values on the example input
-        work = copy.deepcopy(model).eval()  # the failed trace may have changed the copy
-        tracer = _SpecializingTracer(_copy_of(example_input))
+    if _is_layer(work):
+        gm = _layer_graph(work)
+        strategy = "layer"
+    else:
         try:
-            graph = tracer.trace(work)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported as a SymmetryError
-            partial = getattr(tracer, "graph", None)
-            several = _several_inputs(name, partial) if partial is not None else None
-            error = several or _tracing_error(name, work, example_input, exc, tracer.last_false)
-            raise error from exc
-        specialized = tracer.specialized
-        strategy = "specialized"
-        del tracer  # drop the values kept on the example input
-    gm = fx.GraphModule(work, graph)
+            graph = _LeafTracer().trace(work)
+        except Exception:  # noqa: BLE001 - any failure: retry with values on the example input
+            work = copy.deepcopy(model).eval()  # the failed trace may have changed the copy
+            graph, specialized = _specialize(name, work, example_input)
+            strategy = "specialized"
+        gm = fx.GraphModule(work, graph)
     several = _several_inputs(name, gm.graph)
     if several is not None:
         raise several

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .errors import SymmetryError
 from .spec import Site, SymmetrySpec
+from .tracing import state_name
 
 State = dict[str, Tensor]
 
@@ -168,7 +169,7 @@ def check_variances(state: State, spec: SymmetrySpec) -> None:
     that the BatchNorm's ``eps`` cannot be kept.
     """
     for bn in spec.batchnorms.values():
-        if bn.tracked and (state[f"{bn.name}.running_var"] < 0).any():
+        if bn.tracked and (state[state_name(bn.name, "running_var")] < 0).any():
             raise SymmetryError(
                 f"BatchNorm '{bn.name}': the transformation needs a running variance below "
                 f"zero (units whose incoming norm is large against sqrt(running_var + eps) "

@@ -12,7 +12,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from canonicalize import Sign, SymmetryError
-from canonicalize.tracing import trace
+from canonicalize.tracing import layer_path, trace
 
 SEQ = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(0))  # (N, C, L)
 
@@ -350,6 +350,38 @@ def test_example_input_and_model_are_not_changed():
     trace(model, x)
     assert torch.equal(x, before) and model.training
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# --- a model that is itself one layer ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (lambda: nn.Linear(3, 2), (5, 3)),
+        (lambda: nn.Conv2d(2, 3, 3), (2, 2, 6, 6)),
+        (lambda: nn.BatchNorm1d(3), (5, 3)),
+        (Sign, (5, 3)),
+    ],
+)
+def test_a_bare_layer_is_a_one_layer_graph(build, shape):
+    # torch.fx would trace the root's own forward: F.linear on get_attr weight and bias
+    model, x = build(), torch.randn(shape)
+    gm = trace(model, x)
+    assert gm.meta["tracing"] == "layer" and gm.meta["specialized"] == []
+    assert [node.op for node in gm.graph.nodes] == ["placeholder", "call_module", "output"]
+    call = next(node for node in gm.graph.nodes if node.op == "call_module")
+    assert layer_path(gm, call) == ""
+    assert type(gm.get_submodule(str(call.target))) is type(model)
+    assert list(gm.state_dict()) == list(model.state_dict())
+    assert model.training  # a copy is traced in eval mode
+    assert _same_outputs(model, gm, x)
+    _assert_tensor_meta(gm, x)
+
+
+def test_a_bare_layer_with_two_inputs_is_refused():
+    with pytest.raises(SymmetryError, match=r"Bilinear.forward takes several inputs"):
+        trace(nn.Bilinear(3, 3, 2), torch.randn(5, 3))
 
 
 # --- refusals ---------------------------------------------------------------------------------

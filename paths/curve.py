@@ -305,7 +305,8 @@ def curve(
         each of ``points`` equal bins of [0, 1]); minibatch size.
     optimizer : {"adam", "sgd"}
         Adam, or SGD with momentum 0.9: geoopt's Riemannian versions on the spheres, torch's
-        elsewhere. ``lr`` defaults to 1e-3 (Adam) or 0.05 (SGD).
+        elsewhere. ``lr`` defaults to 1e-2 (Adam) or 0.05 (SGD): on MNIST-1D MLPs, Adam at
+        1e-2 reached barriers 10-40x lower in 16 epochs than at 1e-3, on spheres and off them.
     loss : str
         The training loss (a differentiable metric of :mod:`funcspace.metrics`).
     seed : int
@@ -356,7 +357,7 @@ def curve(
         ("seed", seed, 0),
     ):
         _check_count(name, value, minimum)
-    lr = (1e-3 if optimizer == "adam" else 0.05) if lr is None else lr
+    lr = (1e-2 if optimizer == "adam" else 0.05) if lr is None else lr
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise PathError(f"lr must be a positive number, got {lr!r}")
     try:

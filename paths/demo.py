@@ -280,7 +280,7 @@ def _plots(demo: ConnectivityDemo, data: Dataset, folder: FilePath) -> list[str]
             matrix[i, j] = matrix[j, i] = pair.barriers[kind].height
         image = ax.imshow(matrix, vmin=0, vmax=max(top, 1e-3), cmap="viridis")
         ax.set_xticks(range(len(names)), names, rotation=90)
-        ax.set_yticks(range(len(names)), names)
+        ax.set_yticks(range(len(names)), names if ax is axes[0] else [])
         ax.set_title(kind)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="error barrier")
     fig.savefig(folder / "barriers.png", dpi=110)

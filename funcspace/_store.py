@@ -98,16 +98,7 @@ def save_result(
         finally:
             tmp.unlink(missing_ok=True)
         envelope["tensors"] = {"names": list(stored), "sha256": digest, "bytes": size}
-    text = _to_json(envelope, kind)
-    tmp = _temporary(json_file)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, json_file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(json_file, (_to_json(envelope, kind) + "\n").encode("utf-8"))
     return json_file
 
 
@@ -331,6 +322,20 @@ def _to_json(envelope: dict[str, Any], kind: str) -> str:
         return json.dumps(envelope)
     except (TypeError, ValueError) as e:
         raise FuncspaceError(f"{kind}.to_dict() holds data that JSON cannot store: {e}") from e
+
+
+def write_atomic(file: Path, data: bytes) -> None:
+    """Write ``data`` to ``file`` all or nothing: a temporary file in the same folder, synced,
+    then renamed over ``file`` (a reader never sees half a file)."""
+    tmp = _temporary(file)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _temporary(target: Path) -> Path:

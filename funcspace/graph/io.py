@@ -15,14 +15,13 @@ malformed file is refused with a :class:`~funcspace.errors.DataError` naming it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import ParseError
 
 import networkx as nx
 
-from funcspace._store import PathLike, _temporary
+from funcspace._store import PathLike, write_atomic
 from funcspace.errors import DataError
 
 from .minima import EDGE_FIELDS, NODE_FIELDS, GraphError, MinimaGraph, check_header
@@ -215,13 +214,5 @@ def _read(file: Path) -> bytes:
 
 def _write(file: Path, data: bytes) -> Path:
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(file)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(file, data)
     return file

@@ -54,7 +54,10 @@ python_use_unqualified_type_names = True
 # Every cross-reference must resolve: a broken one fails the -W build.
 nitpicky = True
 # Third-party and standard-library types in signatures; the build is offline (no intersphinx).
-_THIRD_PARTY = "torch|numpy|np|nn|nx|networkx|matplotlib|geoopt|scipy|sklearn|collections|typing|types|os|pathlib"
+_THIRD_PARTY = (
+    "torch|numpy|np|nn|nx|networkx|matplotlib|geoopt|scipy|sklearn|collections|typing|types|"
+    "os|pathlib"
+)
 nitpick_ignore_regex = [("py:.*", rf"({_THIRD_PARTY})(\..*)?")]
 # matplotlib types that funcspace.plots imports only under TYPE_CHECKING (so they appear
 # unqualified in its signatures); AxesArg is its alias for Axes | Sequence[Axes] | ndarray | None.

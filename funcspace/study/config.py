@@ -1,0 +1,661 @@
+"""What a connectivity study computes: :class:`StudyConfig`, from Python, a dict or a TOML file.
+
+A study is: a data set (:class:`DataConfig`), a model (:class:`ModelConfig`), optimizers with
+their seeds and options (:class:`OptimizerConfig`), the path kinds measured between minima,
+the flatness measures of each minimum, evaluation settings (:class:`EvaluationConfig`) and a
+budget for the optimized paths (:class:`BudgetConfig`). ``StudyConfig()`` is the complete
+default study: MNIST-1D (4000 samples), a ReLU MLP (128, 128), two minima each of SGD,
+replicated SGD and the adversarial initialization with the learning rates of
+``paths.demo``, four path kinds per pair.
+
+Two keys identify a configuration:
+
+- :meth:`StudyConfig.key`: the sha256 of its canonical JSON (every field; the same in every
+  process and session);
+- compatibility (:meth:`StudyConfig.compatible_with`, :meth:`StudyConfig.incompatibilities`):
+  whether a store made with one configuration may be continued with another. The *extent* of a
+  study may change: seeds and optimizers added or removed, path kinds and flatness measures
+  added or removed, the evaluation batch size, the optimized-path budget (``max_pairs``,
+  ``tolerance``). Everything that changes what a stored result means may not: the data, the
+  model, the options and epochs of an optimizer present in both, the evaluation settings other
+  than the batch size, and the training epochs of optimized paths.
+
+:func:`unit_key` gives the content-hash key of a work unit from its inputs (plain values).
+
+Example
+-------
+>>> config = StudyConfig.from_dict({"data": {"n_samples": 1000}, "paths": ["linear"]})
+>>> config.data.n_samples, config.paths, [o.name for o in config.optimizers]
+(1000, ('linear',), ['sgd', 'rsgd', 'adv'])
+>>> config.compatible_with(StudyConfig.from_dict({"data": {"n_samples": 1000}}))
+True
+>>> StudyConfig().incompatibilities(config)
+('data.n_samples: 4000 != 1000',)
+>>> unit_key("train", optimizer="sgd", seed=0)[:6]
+'train:'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from funcspace.errors import FuncspaceError
+
+__all__ = [
+    "FLATNESS_MEASURES",
+    "MODEL_KINDS",
+    "PATH_KINDS",
+    "BudgetConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvaluationConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "StudyConfig",
+    "unit_key",
+]
+
+#: Path kinds a study can measure: the cheap batched ones, then the optimized ones.
+PATH_KINDS = ("linear", "aligned", "geodesic", "bent", "curve")
+#: Flatness measures (the functions of :mod:`funcspace.flatness`).
+FLATNESS_MEASURES = ("hessian_eigenvalues", "hessian_trace", "hessian_spectrum", "local_energy")
+MODEL_KINDS = ("mlp",)
+#: Bumped when the meaning of a field changes, so that old keys no longer match.
+CONFIG_VERSION = 1
+
+_UNIT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+class ConfigError(FuncspaceError):
+    """A study configuration that is malformed: the message names the field and what is allowed."""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data set of a study (see :func:`funcspace.data.load`).
+
+    Attributes
+    ----------
+    name : str
+        One of :func:`funcspace.data.available` (default ``"mnist1d"``).
+    n_samples : int
+        Examples generated or used (default 4000).
+    label_noise : float
+        Fraction of training labels replaced by another class, in ``[0, 1)`` (default 0).
+    seed : int
+        Seeds the data set (default 0).
+    """
+
+    name: str = "mnist1d"
+    n_samples: int = 4000
+    label_noise: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from funcspace.data import available
+
+        _choice("data.name", self.name, available())
+        _integer("data.n_samples", self.n_samples, minimum=1)
+        _set(
+            self,
+            "label_noise",
+            _real("data.label_noise", self.label_noise, low=0, high=1, closed="[)"),
+        )
+        _integer("data.seed", self.seed, minimum=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network trained: ``kind`` (``"mlp"``: a ReLU MLP) with ``hidden`` layer widths."""
+
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (128, 128)
+
+    def __post_init__(self) -> None:
+        _choice("model.kind", self.kind, MODEL_KINDS)
+        hidden = _sequence("model.hidden", self.hidden, allow_empty=True)
+        for i, width in enumerate(hidden):
+            _integer(f"model.hidden[{i}]", width, minimum=1)
+        _set(self, "hidden", hidden)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {"kind": self.kind, "hidden": list(self.hidden)}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """One optimizer of a study: a minimum is trained for each seed.
+
+    Attributes
+    ----------
+    name : str
+        A method of :data:`funcspace.optim.METHODS` (``"sgd"``, ``"rsgd"``, ``"adv"``, ...).
+    seeds : tuple of int
+        One minimum per seed (initialization and batch order); distinct, not empty.
+    epochs : int
+        The most epochs of training (training stops at zero training error).
+    options : mapping of str -> plain value
+        The method's options (``{"lr": 0.1}``), checked against its options class; plain
+        values only (str, int, float, bool or lists of them), so that they fit in TOML. Kept
+        read-only.
+    """
+
+    name: str
+    seeds: tuple[int, ...] = (0, 1)
+    epochs: int = 100
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        from funcspace.optim import METHODS, method_class
+
+        _choice("optimizer name", self.name, sorted(METHODS))
+        where = f"optimizers[{self.name!r}]"
+        seeds = _sequence(f"{where}.seeds", self.seeds)
+        for i, seed in enumerate(seeds):
+            _integer(f"{where}.seeds[{i}]", seed, minimum=0)
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{where}.seeds {list(seeds)} repeats a seed; give each seed once")
+        _integer(f"{where}.epochs", self.epochs, minimum=1)
+        if not isinstance(self.options, Mapping):
+            raise ConfigError(f"{where}.options must be a table of option names to values")
+        options = {}
+        for key, value in self.options.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}.options: option names must be strings, got {key!r}")
+            options[key] = _option_value(f"{where}.options.{key}", value)
+        try:
+            method_class(self.name).resolve(dict(options))
+        except FuncspaceError as e:
+            raise ConfigError(f"{where}.options: {e}") from e
+        _set(self, "seeds", seeds)
+        _set(self, "options", MappingProxyType(options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (options as a dict, lists for tuples)."""
+        return {
+            "name": self.name,
+            "seeds": list(self.seeds),
+            "epochs": self.epochs,
+            "options": _thaw(dict(self.options)),
+        }
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How minima and paths are evaluated.
+
+    Attributes
+    ----------
+    batch_size : int
+        Examples per evaluation batch (memory only: results do not depend on it).
+    resolution : float
+        Barrier search resolution in ``t`` (a power of one half, default 1/256).
+    coarse : float
+        First grid of the barrier search (a power of one half, not finer than
+        ``resolution``; default 1/32).
+    align_examples : int
+        Training examples used to align networks and build geodesics (default 512).
+    """
+
+    batch_size: int = 4096
+    resolution: float = 1 / 256
+    coarse: float = 1 / 32
+    align_examples: int = 512
+
+    def __post_init__(self) -> None:
+        _integer("evaluation.batch_size", self.batch_size, minimum=1)
+        for name in ("resolution", "coarse"):
+            value = _real(f"evaluation.{name}", getattr(self, name), low=0, high=1, closed="(]")
+            if 2.0 ** round(math.log2(value)) != value:
+                raise ConfigError(f"evaluation.{name} must be a power of one half, got {value}")
+            _set(self, name, value)
+        if self.coarse < self.resolution:
+            raise ConfigError(
+                f"evaluation.coarse ({self.coarse}) is finer than evaluation.resolution "
+                f"({self.resolution}); make it at least as coarse"
+            )
+        _integer("evaluation.align_examples", self.align_examples, minimum=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The budget of optimized paths (``"bent"``, ``"curve"``), chosen by
+    :func:`funcspace.study.select`.
+
+    Attributes
+    ----------
+    max_pairs : int or None
+        The most pairs given an optimized path (None: as many as can change the minimax tree).
+    tolerance : float
+        The selection's tolerance (see ``funcspace.study.selection``; default 0).
+    path_epochs : int
+        Training epochs of each optimized path (default 100, as ``paths.demo``).
+    """
+
+    max_pairs: int | None = None
+    tolerance: float = 0.0
+    path_epochs: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_pairs is not None:
+            _integer("budget.max_pairs", self.max_pairs, minimum=0)
+        _set(
+            self,
+            "tolerance",
+            _real("budget.tolerance", self.tolerance, low=0, high=math.inf, closed="[)"),
+        )
+        _integer("budget.path_epochs", self.path_epochs, minimum=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return dataclasses.asdict(self)
+
+
+def _default_optimizers() -> tuple[OptimizerConfig, ...]:
+    # paths.demo's settings and seeds: larger steps than the paper's so that these small MLPs
+    # reach zero training error in tens of epochs; every minimum has its own seed.
+    return (
+        OptimizerConfig("sgd", seeds=(0, 1), options={"lr": 0.1}),
+        OptimizerConfig("rsgd", seeds=(2, 3), options={"lr": 0.1}),
+        OptimizerConfig("adv", seeds=(4, 5), options={"lr": 0.3, "adv_epochs": 20}),
+    )
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "evaluation": EvaluationConfig,
+    "budget": BudgetConfig,
+}
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A connectivity study: what to train, what to measure, how (all fields have defaults).
+
+    Attributes
+    ----------
+    data : DataConfig
+    model : ModelConfig
+    optimizers : tuple of OptimizerConfig
+        Distinct names, not empty (default SGD, RSGD, ADV with two seeds each).
+    paths : tuple of str
+        Path kinds measured between minima, from ``PATH_KINDS`` (default linear,
+        aligned, geodesic, bent).
+    flatness : tuple of str
+        Flatness measures of each minimum, from ``FLATNESS_MEASURES`` (may be empty).
+    evaluation : EvaluationConfig
+    budget : BudgetConfig
+
+    Raises
+    ------
+    ConfigError
+        For a wrong type, an empty list, a repeated or unknown name; the message names the
+        field and what is allowed.
+
+    Example
+    -------
+    >>> config = StudyConfig(paths=("linear", "geodesic"), flatness=())
+    >>> StudyConfig.from_dict(config.to_dict()) == config
+    True
+    >>> len(config.key())
+    64
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizers: tuple[OptimizerConfig, ...] = field(default_factory=_default_optimizers)
+    paths: tuple[str, ...] = ("linear", "aligned", "geodesic", "bent")
+    flatness: tuple[str, ...] = ("hessian_eigenvalues", "hessian_trace")
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(
+                    f"{name} must be a {cls.__name__}, got {_type(getattr(self, name))}"
+                )
+        optimizers = _sequence("optimizers", self.optimizers)
+        for i, o in enumerate(optimizers):
+            if not isinstance(o, OptimizerConfig):
+                raise ConfigError(f"optimizers[{i}] must be an OptimizerConfig, got {_type(o)}")
+        _distinct("optimizers", [o.name for o in optimizers])
+        paths = _sequence("paths", self.paths)
+        flatness = _sequence("flatness", self.flatness, allow_empty=True)
+        for label, values, allowed in (
+            ("paths", paths, PATH_KINDS),
+            ("flatness", flatness, FLATNESS_MEASURES),
+        ):
+            for i, value in enumerate(values):
+                _choice(f"{label}[{i}]", value, allowed)
+            _distinct(label, values)
+        _set(self, "optimizers", optimizers)
+        _set(self, "paths", paths)
+        _set(self, "flatness", flatness)
+
+    # ------------------------------------------------------------------ conversions
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, numbers, strings; ``max_pairs`` may be None), accepted by
+        :meth:`from_dict`."""
+        return {
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "optimizers": [o.to_dict() for o in self.optimizers],
+            "paths": list(self.paths),
+            "flatness": list(self.flatness),
+            "evaluation": self.evaluation.to_dict(),
+            "budget": self.budget.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
+        """The configuration from plain data (:meth:`to_dict`'s form, or a parsed TOML file);
+        missing sections and fields take their defaults (missing ``optimizers``: the default
+        three).
+
+        Raises
+        ------
+        ConfigError
+            For an unknown section or field (the message lists the allowed ones), a wrong type
+            or value.
+        """
+        top = _table("study configuration", data, [f.name for f in dataclasses.fields(cls)])
+        kwargs: dict[str, Any] = {}
+        for name, section in _SECTIONS.items():
+            if name in top:
+                allowed = [f.name for f in dataclasses.fields(section)]
+                kwargs[name] = section(**_table(name, top[name], allowed))
+        if "optimizers" in top:
+            entries = top["optimizers"]
+            if not isinstance(entries, Sequence) or isinstance(entries, str):
+                raise ConfigError(f"optimizers must be a list of tables, got {_type(entries)}")
+            allowed = [f.name for f in dataclasses.fields(OptimizerConfig)]
+            optimizers = []
+            for i, entry in enumerate(entries):
+                fields_ = _table(f"optimizers[{i}]", entry, allowed)
+                if "name" not in fields_:
+                    raise ConfigError(f'optimizers[{i}] has no name; give name = "sgd", ...')
+                optimizers.append(OptimizerConfig(**fields_))
+            kwargs["optimizers"] = tuple(optimizers)
+        for name in ("paths", "flatness"):
+            if name in top:
+                kwargs[name] = top[name]
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> StudyConfig:
+        """The configuration in a TOML file (tables ``[data]``, ``[model]``, ``[[optimizers]]``,
+        ``[evaluation]``, ``[budget]``; top-level ``paths``, ``flatness``).
+
+        Raises
+        ------
+        ConfigError
+            For a missing or unparsable file (naming it) or a malformed configuration; on
+            Python 3.10 (no ``tomllib``), saying to use :meth:`from_dict`.
+
+        Example
+        -------
+        >>> import pathlib, tempfile
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "study.toml"
+        >>> _ = file.write_text('paths = ["linear"]\\n[data]\\nn_samples = 500\\n')
+        >>> StudyConfig.from_toml(file).data.n_samples
+        500
+        """
+        return cls.from_dict(_parse_toml(path))
+
+    def to_toml(self) -> str:
+        """The configuration as TOML text that :meth:`from_toml` reads back equal
+        (``max_pairs = None`` is left out: TOML has no null)."""
+        d = self.to_dict()
+        lines = [f"paths = {_toml(d['paths'])}", f"flatness = {_toml(d['flatness'])}"]
+        for name in ("data", "model", "evaluation", "budget"):
+            lines += ["", f"[{name}]"]
+            lines += [f"{k} = {_toml(v)}" for k, v in d[name].items() if v is not None]
+        for o in d["optimizers"]:
+            lines += ["", "[[optimizers]]"]
+            lines += [f"{k} = {_toml(v)}" for k, v in o.items() if k != "options"]
+            lines.append(f"options = {_toml(o['options'])}")
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------------ identity
+
+    def key(self) -> str:
+        """The sha256 (hex) of the canonical JSON of :meth:`to_dict`: equal configurations
+        have equal keys, in every process."""
+        return hashlib.sha256(_canonical({"study": CONFIG_VERSION, **self.to_dict()})).hexdigest()
+
+    def incompatibilities(self, other: StudyConfig) -> tuple[str, ...]:
+        """What differs between two configurations that a store may not mix, one line per
+        field (``"data.n_samples: 4000 != 1000"``); empty when compatible. Symmetric.
+
+        Fields that may differ: optimizers present in only one, seeds, ``paths``,
+        ``flatness``, ``evaluation.batch_size``, ``budget.max_pairs``, ``budget.tolerance``.
+        """
+        if not isinstance(other, StudyConfig):
+            raise ConfigError(f"compare with a StudyConfig, got {_type(other)}")
+        mine, theirs = self.to_dict(), other.to_dict()
+        out = []
+        for section, skip in (("data", ()), ("model", ()), ("evaluation", ("batch_size",))):
+            out += _differences(section, mine[section], theirs[section], skip)
+        out += _differences("budget", mine["budget"], theirs["budget"], ("max_pairs", "tolerance"))
+        others = {o["name"]: o for o in theirs["optimizers"]}
+        for o in mine["optimizers"]:
+            if o["name"] in others:
+                out += _differences(f"optimizers[{o['name']!r}]", o, others[o["name"]], ("seeds",))
+        return tuple(out)
+
+    def compatible_with(self, other: StudyConfig) -> bool:
+        """Whether a store made with ``other`` may be continued with this configuration (no
+        :meth:`incompatibilities`)."""
+        return not self.incompatibilities(other)
+
+
+# ----------------------------------------------------------------------------- unit keys
+
+
+def unit_key(kind: str, **inputs: Any) -> str:
+    """The content-hash key of a work unit: ``"<kind>:<sha256 hex>"`` of the canonical JSON
+    (sorted keys, no spaces) of ``kind`` and ``inputs``.
+
+    Inputs must be everything the unit's result depends on, as plain values: str, int, float
+    (finite), bool, None, and lists, tuples (as lists) and dicts with string keys of them.
+    ``1`` and ``1.0`` are different inputs (JSON keeps the difference).
+
+    Raises
+    ------
+    ConfigError
+        For a kind that is not a lowercase identifier, or an input that is not plain data
+        (the message names where).
+
+    Example
+    -------
+    >>> unit_key("pair", a="sgd0", b="sgd1") == unit_key("pair", b="sgd1", a="sgd0")
+    True
+    >>> unit_key("pair", a="sgd0", b="sgd1") == unit_key("pair", a="sgd1", b="sgd0")
+    False
+    """
+    if not isinstance(kind, str) or not _UNIT_KIND.match(kind):
+        raise ConfigError(f"unit kind must be a lowercase identifier like 'train', got {kind!r}")
+    plain = {name: _plain(f"{kind} input {name!r}", value) for name, value in inputs.items()}
+    return f"{kind}:{hashlib.sha256(_canonical({'kind': kind, 'inputs': plain})).hexdigest()}"
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _plain(where: str, value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not finite; keys need finite numbers")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: dict keys must be strings, got {k!r}")
+            out[k] = _plain(f"{where}[{k!r}]", v)
+        return out
+    raise ConfigError(
+        f"{where}: a {_type(value)} is not plain data; give str, int, float, bool, None, or "
+        "lists and dicts of them (e.g. a config's to_dict(), a tensor's name rather than it)"
+    )
+
+
+def _option_value(where: str, value: Any) -> Any:
+    if isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not finite")
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_option_value(f"{where}[{i}]", v) for i, v in enumerate(value))
+    raise ConfigError(
+        f"{where}: a {_type(value)} is not a plain option value; give str, int, float, bool "
+        "or a list of them (options that take objects are not configurable in a study)"
+    )
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+def _differences(where: str, a: dict[str, Any], b: dict[str, Any], skip: Sequence[str]) -> list:
+    return [
+        f"{where}.{k}: {a.get(k)!r} != {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in skip and a.get(k) != b.get(k)
+    ]
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _type(value: Any) -> str:
+    return type(value).__name__
+
+
+def _table(where: str, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table (dict), got {_type(value)}")
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where} has no field {', '.join(map(repr, unknown))}; its fields are "
+            f"{', '.join(allowed)}"
+        )
+    return dict(value)
+
+
+def _sequence(where: str, value: Any, *, allow_empty: bool = False) -> tuple:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ConfigError(f"{where} must be a list, got {_type(value)}")
+    if not value and not allow_empty:
+        raise ConfigError(f"{where} is empty; give at least one value")
+    return tuple(value)
+
+
+def _distinct(where: str, values: Sequence[str]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{where} lists {', '.join(map(repr, repeated))} more than once")
+
+
+def _choice(where: str, value: Any, allowed: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{where}: unknown {value!r}; choose one of {', '.join(allowed)}")
+
+
+def _integer(where: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer, got {_type(value)} {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{where} must be at least {minimum}, got {value}")
+
+
+def _real(where: str, value: Any, *, low: float, high: float, closed: str) -> float:
+    """A finite number within ``low`` and ``high``; ``closed`` says which ends are allowed
+    (``"[]"``, ``"[)"``, ``"(]"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {_type(value)} {value!r}")
+    value = float(value)
+    above = value >= low if closed[0] == "[" else value > low
+    below = value <= high if closed[1] == "]" else value < high
+    if not (math.isfinite(value) and above and below):
+        raise ConfigError(f"{where} must lie in {closed[0]}{low}, {high}{closed[1]}, got {value}")
+    return value
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write a {_type(value)} as TOML")
+
+
+def _parse_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    if sys.version_info < (3, 11):
+        raise ConfigError(
+            f"reading {os.fspath(path)} needs Python >= 3.11 (tomllib); on Python 3.10 build "
+            "the configuration with StudyConfig(...) or StudyConfig.from_dict(...)"
+        )
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{os.fspath(path)}: no such configuration file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{os.fspath(path)}: cannot be read: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{os.fspath(path)}: not valid TOML: {e}") from e

@@ -55,8 +55,8 @@ python_use_unqualified_type_names = True
 nitpicky = True
 # Third-party and standard-library types in signatures; the build is offline (no intersphinx).
 _THIRD_PARTY = (
-    "torch|numpy|np|nn|nx|networkx|matplotlib|geoopt|scipy|sklearn|collections|typing|types|sqlite3|"
-    "os|pathlib"
+    "torch|numpy|np|nn|nx|networkx|matplotlib|geoopt|scipy|sklearn|collections|concurrent|typing|"
+    "types|sqlite3|os|pathlib"
 )
 nitpick_ignore_regex = [("py:.*", rf"({_THIRD_PARTY})(\..*)?")]
 # matplotlib types that funcspace.plots imports only under TYPE_CHECKING (so they appear

@@ -7,6 +7,13 @@
   every finished unit committed atomically (``funcspace.study.store``).
 - :func:`select`, :func:`candidates`: which pairs of minima deserve an expensive path, those
   that can still change the minimax tree (``funcspace.study.selection``).
+- :func:`run`, :func:`load`, :class:`StudyResult`: run a study's work units (train, cheap
+  paths, selected optimized paths) through any ``concurrent.futures`` Executor into a store,
+  resumably; read the result back (``funcspace.study.runner``, units in
+  ``funcspace.study.units``).
+- :func:`write_report`, :func:`graph_from_store`: the self-contained HTML report and the map
+  of minima from a store (``funcspace.study.report``). The ``funcspace`` command
+  (``funcspace.study.cli``): ``funcspace study``, ``funcspace report``, ``funcspace show``.
 """
 
 from .config import (
@@ -19,6 +26,8 @@ from .config import (
     StudyConfig,
     unit_key,
 )
+from .report import graph_from_store, write_report
+from .runner import InlineExecutor, StudyError, StudyResult, load, run
 from .selection import Selection, SelectionError, Skip, candidates, select
 from .store import Edge, Node, StoreError, StudyStore, Unit
 
@@ -28,6 +37,7 @@ __all__ = [
     "DataConfig",
     "Edge",
     "EvaluationConfig",
+    "InlineExecutor",
     "ModelConfig",
     "Node",
     "OptimizerConfig",
@@ -35,10 +45,16 @@ __all__ = [
     "SelectionError",
     "Skip",
     "StoreError",
+    "StudyError",
+    "StudyResult",
     "StudyConfig",
     "StudyStore",
     "Unit",
     "candidates",
+    "graph_from_store",
+    "load",
+    "run",
     "select",
     "unit_key",
+    "write_report",
 ]

@@ -1,0 +1,666 @@
+"""Run a study: :func:`run` computes it into a store, :func:`load` reads it back.
+
+The stages, each a set of work units (:mod:`funcspace.study.units`) with content-hash keys
+(:func:`~funcspace.study.config.unit_key` of the configuration fields they depend on and of
+their upstream units' keys):
+
+1. ``train``: one unit per optimizer and seed; a node (optimizer, seed, options, epochs,
+   errors) and its weights.
+2. flatness: not computed yet (TODO: ``funcspace.flatness`` per node as a ``flatness`` unit);
+   a configuration that asks for measures gets a warning in the log and in :meth:`table`.
+3. ``pair``: the cheap path kinds of the configuration (``linear``, ``aligned``,
+   ``geodesic``) for every pair; one unit and one edge per pair and kind.
+4. ``pair`` again, for the optimized kinds (``bent``, ``curve``), only on the pairs
+   :func:`~funcspace.study.selection.select` picks: the upper bound of a pair is its best
+   cheap error barrier, the lower bound 0 (barriers are heights above the chord between the
+   ends' values, and no path's height is below 0: its ends lie on the chord), with the
+   configuration's ``budget.max_pairs`` and ``budget.tolerance``. The selection is itself a
+   ``select`` unit whose result lists the measured and the skipped pairs with their reasons.
+
+Execution: every unit goes through a :class:`concurrent.futures.Executor`: in this process
+(``workers=1``), a spawn :class:`~concurrent.futures.ProcessPoolExecutor` (``workers > 1``,
+one torch thread per worker), or one given (``executor=``; Dask's ``Client.get_executor()``
+fits). Workers never touch the store: this process begins each unit, submits it, and
+finishes it (one transaction) as its future completes.
+
+Resume: a unit done in the store is not run again; one begun and not finished (a killed run)
+or failed is. The selection is replayed: pairs measured before are read from the store, so an
+interrupted and a whole run measure the same pairs. The same configuration gives the same
+numbers whatever the executor (the units are seeded; the optimized paths are measured one
+pair at a time, in the selection's order, so their parallelism is only across the optimized
+kinds of one pair).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from funcspace.errors import FuncspaceError
+
+from .config import StudyConfig, unit_key
+from .selection import Selection, select
+from .store import DATABASE, Edge, Node, StudyStore
+from .units import CHEAP_KINDS, EXPENSIVE_KINDS, init_worker, pair_unit, train_unit
+
+__all__ = ["StudyError", "StudyResult", "load", "run"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "flatness", "cheap", "expensive")
+
+
+class StudyError(FuncspaceError):
+    """A study that could not finish: the message names the failed units and their errors."""
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+class InlineExecutor(Executor):
+    """An :class:`~concurrent.futures.Executor` that runs each call at once, in this process
+    (the ``workers=1`` path: the same code as a pool, without pickling)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # the future carries it, as a pool's would
+            if not isinstance(e, Exception):
+                raise
+            future.set_exception(e)
+        return future
+
+
+# ----------------------------------------------------------------------------- the result
+
+
+@dataclass(frozen=True, eq=False)
+class StudyResult:
+    """What a study computed, read back from its store.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The store directory.
+    config : StudyConfig
+        The configuration the result was read under.
+    graph : funcspace.graph.MinimaGraph
+        The minimizers of the configuration and the paths measured between them.
+    selection : Selection or None
+        The pair selection for the optimized paths (indices into ``graph.names``); None when
+        the configuration has no optimized path kind.
+    measured : tuple of (str, str)
+        The pairs given optimized paths, in the order measured.
+    skipped : tuple of (str, str, str)
+        The other pairs and why (``"lower bound 0 >= tree path max 0.12"``, or that the
+        budget was spent).
+    pairs : int
+        All pairs, ``N (N - 1) / 2``.
+    timings : mapping of str -> float
+        Seconds per stage (``train``, ``flatness``, ``cheap``, ``expensive``): wall time of
+        this :func:`run`; for :func:`load`, the stored compute seconds of the units, summed.
+    ran : mapping of str -> int
+        Units run by this call per stage (0 everywhere for :func:`load` and a finished store).
+    notes : tuple of str
+        What the result does not hold and why (e.g. flatness measures not computed).
+    """
+
+    path: Path
+    config: StudyConfig
+    graph: Any
+    selection: Selection | None
+    measured: tuple[tuple[str, str], ...]
+    skipped: tuple[tuple[str, str, str], ...]
+    pairs: int
+    timings: Mapping[str, float] = field(default_factory=dict)
+    ran: Mapping[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def table(self) -> str:
+        """The minimizers, every pair's barriers by path kind, the selection, the timings."""
+        g = self.graph
+        lines = [f"study in {self.path}: {len(g)} minima, {self.pairs} pairs"]
+        for name in g.names:
+            n = g.node(name)
+            test = "-" if n["test_error"] is None else f"{n['test_error']:.4f}"
+            lines.append(
+                f"  {name:<12} {n['optimizer']:<5} seed {n['seed']:<3} "
+                f"{n['hyperparameters']['epochs']:>4} epochs, train error "
+                f"{n['train_error']:.4f}, test error {test}"
+            )
+        kinds = [k for k in self.config.paths if k in g.kinds]
+        lines += ["", "training-error barrier (height above the chord of the ends)"]
+        lines.append(f"  {'pair':<26}" + "".join(f"{k:>10}" for k in kinds))
+        values: dict[frozenset, dict[str, float]] = {}
+        for e in g.edges():
+            values.setdefault(frozenset((e["a"], e["b"])), {})[e["kind"]] = e["error_barrier"]
+        names = g.names
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                row = values.get(frozenset((a, b)), {})
+                cells = "".join(f"{row[k]:>10.4f}" if k in row else f"{'-':>10}" for k in kinds)
+                lines.append(f"  {a + ' - ' + b:<26}{cells}")
+        if self.selection is not None:
+            lines += [
+                "",
+                f"optimized paths: {len(self.measured)} of {self.pairs} pairs measured, "
+                f"{len(self.skipped)} skipped",
+            ]
+            lines += [f"  measured {a} - {b}" for a, b in self.measured]
+            lines += [f"  skipped  {a} - {b}: {why}" for a, b, why in self.skipped]
+        lines.append("")
+        lines.append(
+            "seconds: "
+            + ", ".join(f"{s} {self.timings.get(s, 0.0):.1f}" for s in STAGES)
+            + "; units run: "
+            + ", ".join(f"{s} {self.ran.get(s, 0)}" for s in STAGES)
+        )
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"StudyResult({str(self.path)!r}: {len(self.graph)} minima, "
+            f"{len(self.graph.edges())} paths, {len(self.measured)} of {self.pairs} pairs "
+            "optimized)"
+        )
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class _Unit:
+    key: str
+    kind: str
+    inputs: dict[str, Any]
+    stage: str
+    label: str
+
+
+def _train_units(config: StudyConfig) -> list[tuple[str, _Unit, dict[str, Any]]]:
+    data, model = config.data.to_dict(), config.model.to_dict()
+    out = []
+    for o in config.optimizers:
+        for seed in o.seeds:
+            inputs = {
+                "data": data,
+                "model": model,
+                "optimizer": o.name,
+                "options": o.to_dict()["options"],
+                "epochs": o.epochs,
+                "seed": seed,
+            }
+            name = f"{o.name}-{seed}"
+            out.append(
+                (name, _Unit(unit_key("train", **inputs), "train", inputs, "train", name), inputs)
+            )
+    return out
+
+
+def _pair_unit(
+    config: StudyConfig, kind: str, a: str, b: str, keys: Mapping[str, str], stage: str
+) -> _Unit:
+    evaluation = config.evaluation.to_dict()
+    evaluation.pop("batch_size")  # memory only: results do not depend on it
+    inputs: dict[str, Any] = {
+        "path": kind,
+        "a": keys[a],
+        "b": keys[b],
+        "evaluation": evaluation,
+    }
+    if kind in EXPENSIVE_KINDS:
+        inputs["path_epochs"] = config.budget.path_epochs
+        inputs["seed"] = 0
+    return _Unit(unit_key("pair", **inputs), "pair", inputs, stage, f"{a} - {b} {kind}")
+
+
+def _ordered(a: str, b: str) -> tuple[str, str]:
+    # edges run from the lower name to the higher: the same edge whatever the config's order
+    return (a, b) if a < b else (b, a)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+class _Runner:
+    def __init__(
+        self, config: StudyConfig, store: StudyStore, executor: Executor, progress: bool | None
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.disable = (progress is False) or (None if progress is None else False)
+        self.ran = dict.fromkeys(STAGES, 0)
+        self.timings = dict.fromkeys(STAGES, 0.0)
+        self.weights: dict[str, Any] = {}
+
+    def _state(self, name: str) -> Any:
+        if name not in self.weights:
+            self.weights[name] = self.store.load_weights(name)
+        return self.weights[name]
+
+    def execute(
+        self,
+        jobs: Iterable[tuple[_Unit, Callable[[dict], dict], Callable[[], dict], Callable]],
+        desc: str,
+    ) -> None:
+        """Run the jobs not done: (unit, function, spec maker, finisher(result)). Every
+        future is finished or failed in the store; then failures raise."""
+        todo = [j for j in jobs if not self.store.done(j[0].key)]
+        if not todo:
+            return
+        futures: dict[Future, tuple[_Unit, Callable]] = {}
+        failures: list[str] = []
+        with tqdm(total=len(todo), desc=desc, disable=self.disable) as bar:
+            try:
+                for unit, fn, spec, finisher in todo:
+                    self.store.begin(unit.key, unit.kind, unit.inputs)
+                    futures[self.executor.submit(fn, spec())] = (unit, finisher)
+                for future in as_completed(futures):
+                    unit, finisher = futures[future]
+                    error = future.exception()
+                    if error is None:
+                        finisher(unit, future.result())
+                        self.ran[unit.stage] += 1
+                    else:
+                        text = f"{type(error).__name__}: {error}"
+                        log.error("unit %s (%s) failed: %s", unit.label, unit.key, text)
+                        self.store.fail(unit.key, text)
+                        failures.append(f"{unit.label} ({unit.key}): {text}")
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        if failures:
+            raise StudyError(
+                f"{len(failures)} unit(s) failed, recorded as failed in {self.store.path}; "
+                "the others are stored. Fix the cause and run again to finish: "
+                + "; ".join(failures)
+            )
+
+    # ------------------------------------------------------------------ stages
+
+    def train(self) -> tuple[list[str], dict[str, str]]:
+        plan = _train_units(self.config)
+
+        def finisher(name: str, inputs: dict[str, Any]) -> Callable:
+            def finish(unit: _Unit, result: dict[str, Any]) -> None:
+                state = result.pop("state")
+                attributes = {
+                    "optimizer": inputs["optimizer"],
+                    "seed": inputs["seed"],
+                    "options": inputs["options"],
+                    "max_epochs": inputs["epochs"],
+                    "epochs": result["epochs"],
+                    "train_error": result["train_error"],
+                    "test_error": result["test_error"],
+                }
+                self.store.finish(
+                    unit.key,
+                    result=result,
+                    nodes=[Node(name, attributes, name)],
+                    weights={name: state},
+                )
+                self.weights[name] = state
+
+            return finish
+
+        spec = {"data": self.config.data.to_dict(), "model": self.config.model.to_dict()}
+        jobs = [
+            (unit, train_unit, (lambda i=inputs: {**spec, **i}), finisher(name, inputs))
+            for name, unit, inputs in plan
+        ]
+        started = time.perf_counter()
+        self.execute(jobs, "train")
+        self.timings["train"] = time.perf_counter() - started
+        return [name for name, _, _ in plan], {name: unit.key for name, unit, _ in plan}
+
+    def _pair_job(self, kind: str, a: str, b: str, keys: Mapping[str, str], stage: str) -> tuple:
+        unit = _pair_unit(self.config, kind, a, b, keys, stage)
+
+        def spec() -> dict[str, Any]:
+            return {
+                "data": self.config.data.to_dict(),
+                "model": self.config.model.to_dict(),
+                "evaluation": self.config.evaluation.to_dict(),
+                "budget": self.config.budget.to_dict(),
+                "kind": kind,
+                "a": self._state(a),
+                "b": self._state(b),
+                "seed": 0,
+            }
+
+        def finish(unit: _Unit, result: dict[str, Any]) -> None:
+            self.store.finish(unit.key, result=result, edges=[Edge(a, b, kind, _edge(result))])
+
+        return unit, pair_unit, spec, finish
+
+    def cheap(self, names: list[str], keys: Mapping[str, str]) -> dict[tuple[str, str], float]:
+        kinds = [k for k in self.config.paths if k in CHEAP_KINDS]
+        pairs = [_ordered(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        jobs = [self._pair_job(k, a, b, keys, "cheap") for a, b in pairs for k in kinds]
+        started = time.perf_counter()
+        self.execute(jobs, "cheap paths")
+        self.timings["cheap"] = time.perf_counter() - started
+        best = {}
+        for a, b in pairs:
+            heights = [
+                self.store.result(_pair_unit(self.config, k, a, b, keys, "cheap").key)["error"][
+                    "height"
+                ]
+                for k in kinds
+            ]
+            best[(a, b)] = min(heights, default=math.inf)
+        return best
+
+    def expensive(
+        self, names: list[str], keys: Mapping[str, str], upper: Mapping[tuple[str, str], float]
+    ) -> Selection | None:
+        kinds = [k for k in self.config.paths if k in EXPENSIVE_KINDS]
+        if not kinds:
+            return None
+        budget = self.config.budget
+        inputs = {
+            "nodes": [keys[n] for n in names],
+            "upper": [
+                _finite_or_none(upper[_ordered(a, b)])
+                for i, a in enumerate(names)
+                for b in names[i + 1 :]
+            ],
+            "kinds": kinds,
+            "path_epochs": budget.path_epochs,
+            "max_pairs": budget.max_pairs,
+            "tolerance": budget.tolerance,
+        }
+        key = unit_key("select", **inputs)
+        if self.store.done(key):
+            return Selection.from_dict(_selection_data(self.store.result(key)["selection"]))
+        started = time.perf_counter()
+        n = len(names)
+        matrix = [[0.0] * n for _ in range(n)]
+        for i, a in enumerate(names):
+            for j, b in enumerate(names):
+                if i != j:
+                    matrix[i][j] = upper[_ordered(a, b)]
+        self.store.begin(key, "select", inputs)
+        with tqdm(desc="optimized paths", disable=self.disable) as bar:
+
+            def measure(i: int, j: int) -> float:
+                a, b = _ordered(names[i], names[j])
+                jobs = [self._pair_job(k, a, b, keys, "expensive") for k in kinds]
+                self.execute(jobs, f"{a} - {b}")
+                bar.update()
+                return min(self.store.result(job[0].key)["error"]["height"] for job in jobs)
+
+            try:
+                selection = select(
+                    matrix,
+                    0.0,
+                    measure,
+                    budget=budget.max_pairs,
+                    tolerance=budget.tolerance,
+                )
+            except BaseException as e:
+                self.store.fail(key, f"{type(e).__name__}: {e}")
+                raise
+        self.store.finish(
+            key,
+            result={"names": names, "selection": _plain(selection.to_dict())},
+        )
+        self.timings["expensive"] = time.perf_counter() - started
+        return selection
+
+
+def _edge(result: Mapping[str, Any]) -> dict[str, Any]:
+    error, loss = result["error"], result["loss"]
+    return {
+        "error_barrier": error["height"],
+        "loss_barrier": loss["height"],
+        "error_peak": error["peak"],
+        "loss_peak": loss["peak"],
+        "t": error["t"],
+        "found": {
+            "method": "adaptive",
+            "resolution": error["resolution"],
+            "evaluations": error["evaluations"] + loss["evaluations"],
+            "upper_bound": error["upper_bound"],
+            "ends": error["ends"],
+        },
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _plain(data: Any) -> Any:
+    # JSON in the store keeps no inf reliably across readers: None stands for it
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    if isinstance(data, dict):
+        return {k: _plain(v) for k, v in data.items()}
+    return data
+
+
+def _unplain(data: Any) -> Any:
+    if data is None:
+        return math.inf
+    if isinstance(data, list):
+        return [_unplain(v) for v in data]
+    return data
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def run(
+    config: StudyConfig,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+) -> StudyResult:
+    """Run a study into the store directory ``out``, or finish one begun there.
+
+    Parameters
+    ----------
+    config : StudyConfig
+        What to compute. An existing store must have been made with a compatible
+        configuration (:meth:`StudyConfig.compatible_with`).
+    out : str or Path
+        The store directory (made if missing; reopened and continued if it holds a store).
+    workers : int
+        1: run the units in this process; more: a spawn process pool of that many workers,
+        one torch thread each.
+    executor : concurrent.futures.Executor, optional
+        Run the units there instead (``workers`` is then ignored); it is not shut down. The
+        unit functions are top-level and take and return plain data with CPU tensors.
+    progress : bool, optional
+        Progress bars per stage; None: only on a terminal.
+
+    Returns
+    -------
+    StudyResult
+
+    Raises
+    ------
+    StoreError
+        For a store that cannot be used (damaged, made with an incompatible configuration, in
+        use by another run): the message says why.
+    StudyError
+        When units failed: every other unit of their stage is stored, the failed ones are
+        recorded as failed, and a later run retries them.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> config = StudyConfig.from_dict({
+    ...     "data": {"name": "digits", "n_samples": 200}, "model": {"hidden": [8]},
+    ...     "optimizers": [{"name": "sgd", "seeds": [0, 1], "epochs": 2}],
+    ...     "paths": ["linear"], "flatness": []})
+    >>> result = run(config, tempfile.mkdtemp(), progress=False)
+    >>> len(result.graph), len(result.graph.edges())
+    (2, 1)
+    """
+    if not isinstance(config, StudyConfig):
+        raise StudyError(f"config must be a StudyConfig, got {type(config).__name__}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise StudyError(f"workers must be a positive integer, got {workers!r}")
+    if executor is not None and not isinstance(executor, Executor):
+        raise StudyError(
+            f"executor must be a concurrent.futures.Executor (e.g. Dask's "
+            f"Client.get_executor()), got {type(executor).__name__}"
+        )
+    folder = Path(out)
+    if (folder / DATABASE).exists():
+        store = StudyStore.open(folder, config)
+    else:
+        store = StudyStore.create(folder, config)
+    own: Executor | None = None
+    if executor is None:
+        if workers == 1:
+            executor = InlineExecutor()
+        else:
+            own = executor = ProcessPoolExecutor(
+                max_workers=workers, mp_context=get_context("spawn"), initializer=init_worker
+            )
+    try:
+        with store:
+            runner = _Runner(config, store, executor, progress)
+            names, keys = runner.train()
+            notes = _flatness_notes(config)
+            upper = runner.cheap(names, keys)
+            selection = runner.expensive(names, keys, upper)
+            return _result(store, config, names, selection, runner.timings, runner.ran, notes)
+    finally:
+        if own is not None:
+            own.shutdown(wait=True, cancel_futures=True)
+
+
+def load(out: str | Path) -> StudyResult:
+    """The result of the study stored in ``out``, read without running anything (under the
+    configuration recorded last; units it lacks are simply absent from the result).
+
+    Raises
+    ------
+    StoreError
+        For a directory without a readable store.
+    """
+    with StudyStore.open(out, readonly=True) as store:
+        config = store.config
+        plan = _train_units(config)
+        names = [name for name, unit, _ in plan if store.done(unit.key)]
+        selection = None
+        timings = dict.fromkeys(STAGES, 0.0)
+        for u in store.units(state="done"):
+            if u.kind == "select" and u.result.get("names") == names:
+                selection = Selection.from_dict(_selection_data(u.result["selection"]))
+            elif u.kind in ("train", "pair") and isinstance(u.result, dict):
+                stage = (
+                    "train"
+                    if u.kind == "train"
+                    else ("expensive" if u.inputs.get("path") in EXPENSIVE_KINDS else "cheap")
+                )
+                timings[stage] += float(u.result.get("seconds", 0.0))
+        return _result(
+            store,
+            config,
+            names,
+            selection,
+            timings,
+            dict.fromkeys(STAGES, 0),
+            _flatness_notes(config),
+        )
+
+
+def _selection_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for name in ("weights", "minimax"):
+        out[name] = _unplain(out[name])
+    out["skipped"] = [
+        {**s, "tree_max": math.inf if s["tree_max"] is None else s["tree_max"]}
+        for s in out["skipped"]
+    ]
+    return out
+
+
+def _flatness_notes(config: StudyConfig) -> tuple[str, ...]:
+    if not config.flatness:
+        return ()
+    text = (
+        f"flatness measures {', '.join(config.flatness)} are not computed by the runner yet "
+        "(TODO: a flatness unit per node); the nodes carry no flatness"
+    )
+    log.warning(text)
+    return (text,)
+
+
+def _result(
+    store: StudyStore,
+    config: StudyConfig,
+    names: list[str],
+    selection: Selection | None,
+    timings: Mapping[str, float],
+    ran: Mapping[str, int],
+    notes: tuple[str, ...],
+) -> StudyResult:
+    from funcspace.graph import MinimaGraph
+
+    graph = MinimaGraph()
+    wanted = set(names)
+    nodes = {n.name: n for n in store.nodes() if n.name in wanted}
+    for name in names:
+        n = nodes[name]
+        attrs = n.attributes
+        graph.add_minimum(
+            name,
+            optimizer=attrs["optimizer"],
+            seed=attrs["seed"],
+            hyperparameters={
+                "options": attrs["options"],
+                "epochs": attrs["epochs"],
+                "max_epochs": attrs["max_epochs"],
+            },
+            train_error=attrs["train_error"],
+            test_error=attrs["test_error"],
+            weights=n.weights,
+        )
+    kinds = set(config.paths)
+    for e in store.edges():
+        if e.a in wanted and e.b in wanted and e.kind in kinds:
+            graph.add_path(e.a, e.b, e.kind, **e.attributes)
+    measured: tuple[tuple[str, str], ...] = ()
+    skipped: tuple[tuple[str, str, str], ...] = ()
+    if selection is not None:
+        measured = tuple(_ordered(names[i], names[j]) for i, j in selection.measured)
+        skipped = tuple(
+            (*_ordered(names[s.pair[0]], names[s.pair[1]]), s.reason) for s in selection.skipped
+        )
+    return StudyResult(
+        path=store.path,
+        config=config,
+        graph=graph,
+        selection=selection,
+        measured=measured,
+        skipped=skipped,
+        pairs=len(names) * (len(names) - 1) // 2,
+        timings=MappingProxyType(dict(timings)),
+        ran=MappingProxyType(dict(ran)),
+        notes=notes,
+    )

@@ -1,0 +1,150 @@
+"""The study runner end to end on a tiny MNIST-1D study: stages, selection, resume, failures,
+a process pool, and a mismatched store."""
+
+from __future__ import annotations
+
+import pytest
+
+from funcspace.study import runner as study_runner
+from funcspace.study.config import StudyConfig
+from funcspace.study.runner import InlineExecutor, StudyError, load, run
+from funcspace.study.store import StoreError, StudyStore
+
+CHEAP = ("linear", "aligned", "geodesic")
+
+TINY = {
+    "data": {"name": "mnist1d", "n_samples": 200},
+    "model": {"hidden": [16]},
+    "optimizers": [
+        {"name": "sgd", "seeds": [0, 1], "epochs": 3, "options": {"lr": 0.1}},
+        {"name": "adv", "seeds": [2], "epochs": 3, "options": {"lr": 0.3, "adv_epochs": 2}},
+    ],
+    "paths": ["linear", "aligned", "geodesic", "bent"],
+    "flatness": [],
+    "evaluation": {"resolution": 1 / 16, "coarse": 1 / 8, "align_examples": 64},
+    # one optimized path: the other pairs are skipped, with the budget as their reason
+    "budget": {"path_epochs": 2, "max_pairs": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def config() -> StudyConfig:
+    return StudyConfig.from_dict(TINY)
+
+
+@pytest.fixture(scope="module")
+def study(config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return out, run(config, out, progress=False)
+
+
+def _pairs(names):
+    return [frozenset((a, b)) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def _values(result):
+    """Every node and edge value, independent of the order of recording."""
+    nodes = {n: result.graph.node(n) for n in result.graph.names}
+    edges = {(frozenset((e["a"], e["b"])), e["kind"]): e for e in result.graph.edges()}
+    return nodes, edges
+
+
+def test_end_to_end(study):
+    out, result = study
+    g = result.graph
+    assert g.names == ["sgd-0", "sgd-1", "adv-2"]
+    node = g.node("adv-2")
+    assert node["optimizer"] == "adv" and node["seed"] == 2
+    assert node["hyperparameters"]["options"] == {"lr": 0.3, "adv_epochs": 2}
+    assert 0 <= node["train_error"] <= 1 and node["test_error"] is not None
+    assert result.pairs == 3
+    edges = {(frozenset((e["a"], e["b"])), e["kind"]): e for e in g.edges()}
+    for pair in _pairs(g.names):
+        for kind in CHEAP:
+            e = edges[(pair, kind)]
+            assert e["error_barrier"] >= 0 and e["loss_barrier"] is not None
+            assert 0 <= e["t"] <= 1 and e["found"]["evaluations"] > 0
+            assert e["found"]["resolution"] == 1 / 16
+    bent = {pair for pair, kind in edges if kind == "bent"}
+    assert bent == {frozenset(p) for p in result.measured}
+    assert len(result.measured) == 1 and len(result.skipped) == 2
+    assert all("budget" in why for _, _, why in result.skipped)
+    assert result.selection is not None and not result.selection.complete
+    # the selection measured the pair with the lowest upper bound's tree first: Kruskal order
+    table = result.table()
+    for text in ("sgd-0", "adv-2", "bent", "1 of 3 pairs measured", "skipped"):
+        assert text in table
+    with StudyStore.open(out, readonly=True) as store:
+        assert store.load_weights("sgd-1")
+        units = store.units()
+        assert {u.state for u in units} == {"done"}
+        assert sum(u.kind == "train" for u in units) == 3
+        assert sum(u.kind == "pair" for u in units) == 3 * 3 + 1
+        assert sum(u.kind == "select" for u in units) == 1
+
+
+def test_resume_runs_nothing_and_gives_the_same_result(study, config):
+    out, first = study
+    with StudyStore.open(out, readonly=True) as store:
+        before = store.units()
+    again = run(config, out, progress=False)
+    assert dict(again.ran) == dict.fromkeys(again.ran, 0)
+    assert _values(again) == _values(first)
+    assert again.measured == first.measured and again.skipped == first.skipped
+    with StudyStore.open(out, readonly=True) as store:
+        assert store.units() == before  # no attempt added, nothing re-run
+
+
+def test_load_rebuilds_the_result(study):
+    out, first = study
+    loaded = load(out)
+    assert _values(loaded) == _values(first)
+    assert loaded.measured == first.measured and loaded.skipped == first.skipped
+    assert loaded.timings["train"] > 0  # the stored compute seconds
+    assert "1 of 3 pairs measured" in loaded.table()
+
+
+def test_a_failed_unit_is_recorded_and_a_rerun_finishes(study, config, tmp_path, monkeypatch):
+    original = study_runner.pair_unit
+
+    def flaky(spec):
+        if spec["kind"] == "geodesic":
+            raise RuntimeError("simulated crash")
+        return original(spec)
+
+    monkeypatch.setattr(study_runner, "pair_unit", flaky)
+    with pytest.raises(StudyError, match="simulated crash"):
+        run(config, tmp_path, progress=False)
+    with StudyStore.open(tmp_path, readonly=True) as store:
+        failed = store.units(state="failed")
+        assert len(failed) == 3 and {u.inputs["path"] for u in failed} == {"geodesic"}
+        assert len(store.units(state="done", kind="pair")) == 6
+        assert {e.kind for e in store.edges()} == {"linear", "aligned"}
+        assert store.units(state="running") == ()
+    monkeypatch.setattr(study_runner, "pair_unit", original)
+    result = run(config, tmp_path, executor=InlineExecutor(), progress=False)
+    assert result.ran["train"] == 0 and result.ran["cheap"] == 3
+    assert _values(result) == _values(study[1])
+    with StudyStore.open(tmp_path, readonly=True) as store:
+        assert {u.state for u in store.units()} == {"done"}
+        assert max(u.attempts for u in store.units()) == 2
+
+
+def test_two_workers_give_the_same_numbers(study, config, tmp_path):
+    result = run(config, tmp_path, workers=2, progress=False)
+    assert _values(result) == _values(study[1])
+    assert result.measured == study[1].measured
+
+
+def test_a_mismatched_store_is_refused(study, config):
+    out, _ = study
+    other = StudyConfig.from_dict({**TINY, "data": {"name": "mnist1d", "n_samples": 300}})
+    with pytest.raises(StoreError, match="incompatible.*data.n_samples: 200 != 300"):
+        run(other, out, progress=False)
+
+
+def test_bad_arguments_are_refused(config, tmp_path):
+    with pytest.raises(StudyError, match="workers"):
+        run(config, tmp_path, workers=0)
+    with pytest.raises(StudyError, match="Executor"):
+        run(config, tmp_path, executor=object())

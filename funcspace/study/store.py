@@ -257,8 +257,8 @@ class StudyStore:
         db_file = folder / DATABASE
         if not db_file.is_file():
             raise StoreError(
-                f"{folder}: no study store here ({DATABASE} missing); make one with "
-                "StudyStore.create"
+                f"{folder}: no study store here ({DATABASE} missing); run `funcspace study "
+                "--out DIR` (or StudyStore.create) to make one"
             )
         if config is not None and not isinstance(config, StudyConfig):
             raise StoreError(f"config must be a StudyConfig or None, got {type(config).__name__}")

@@ -40,6 +40,7 @@ from funcspace.graph import (
     plot_disconnectivity,
     plot_map,
 )
+from funcspace.graph.minima import EDGE_NUMBERS
 
 from .store import UNIT_STATES, Edge, Node, StudyStore
 
@@ -70,16 +71,6 @@ _MAPPINGS = ("hyperparameters", "flatness", "found")
 _ALIASES = {"hyperparameters": ("options",), "error_barrier": ("barrier",)}
 
 _NODE_COLUMNS = ("optimizer", "seed", "train_error", "test_error", "train_loss", "test_loss")
-_EDGE_COLUMNS = (
-    "error_barrier",
-    "loss_barrier",
-    "error_peak",
-    "loss_peak",
-    "t",
-    "length",
-    "geodesic_distance",
-    "function_distance",
-)
 # Which barrier colours the map, and which levels build the tree (join attribute, leaf
 # attribute), best first.
 _MAP_ATTRIBUTES = ("error_barrier", "error_peak", "loss_barrier", "loss_peak")
@@ -284,7 +275,7 @@ def _node_table(nodes: Sequence[Node]) -> tuple[list[str], list[list[str]]]:
 
 
 def _edge_table(edges: Sequence[Edge]) -> tuple[list[str], list[list[str]]]:
-    columns = _columns((e.attributes for e in edges), _EDGE_COLUMNS)
+    columns = _columns((e.attributes for e in edges), EDGE_NUMBERS)
     columns = [c for c in columns if c != "ends"]  # the pair as measured: a and b already
     header = ["a", "b", "kind", *columns]
     rows = [[e.a, e.b, e.kind, *(_format(e.attributes.get(c)) for c in columns)] for e in edges]

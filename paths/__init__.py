@@ -17,7 +17,7 @@
 
 from .barrier import Barrier, adaptive_max, barrier
 from .curve import CurvePath, CurveRecord, curve
-from .length import PathLength, length
+from .length import PathLength, euclidean_length, length
 from .level_set import REGULARIZERS, LevelSet, Penalized, level_set, penalized
 from .path import (
     KINDS,
@@ -57,6 +57,7 @@ __all__ = [
     "curve",
     "geodesic",
     "layerwise",
+    "euclidean_length",
     "length",
     "level_set",
     "linear",

@@ -47,6 +47,35 @@ class PathLength:
         }
 
 
+def euclidean_length(path: Path, n: int = 33) -> float:
+    """The parameter-space length of ``path`` alone (no evaluation): the sum of the distances
+    between ``n`` evenly spaced points, exact for a straight path, a lower bound converging
+    from below as ``n`` grows for a curved one (:attr:`PathLength.euclidean`).
+
+    Raises
+    ------
+    PathError
+        For ``n < 2`` or a path that is not a :class:`Path`.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from paths import linear
+    >>> a, b = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
+    >>> _ = a.weight.data.copy_(torch.tensor([[0.0, 0.0]]))
+    >>> _ = b.weight.data.copy_(torch.tensor([[3.0, 4.0]]))
+    >>> round(euclidean_length(linear(a, b)), 6)
+    5.0
+    """
+    ts = evenly_spaced(path, n)
+    params = path.params(ts)
+    total = 0.0
+    for i in range(len(ts) - 1):
+        step = sum(float(((v[i + 1] - v[i]).double() ** 2).sum()) for v in params.values())
+        total += step**0.5
+    return total
+
+
 def length(path: Path, data: Dataset | Pair, n: int = 33, *, split: str = "train") -> PathLength:
     """The length of ``path`` in parameters and in function space, at ``n`` points.
 
@@ -68,11 +97,7 @@ def length(path: Path, data: Dataset | Pair, n: int = 33, *, split: str = "train
     True
     """
     ts = evenly_spaced(path, n)
-    params = path.params(ts)
-    euclidean = 0.0
-    for i in range(n - 1):
-        step = sum(float(((v[i + 1] - v[i]).double() ** 2).sum()) for v in params.values())
-        euclidean += step**0.5
+    euclidean = euclidean_length(path, n)
     x, _ = as_pair(data, split)
     predictions = []
     for t in ts:

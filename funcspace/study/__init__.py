@@ -11,9 +11,10 @@
   paths, selected optimized paths) through any ``concurrent.futures`` Executor into a store,
   resumably; read the result back (``funcspace.study.runner``, units in
   ``funcspace.study.units``).
-- :func:`write_report`, :func:`graph_from_store`: the self-contained HTML report and the map
-  of minima from a store (``funcspace.study.report``). The ``funcspace`` command
-  (``funcspace.study.cli``): ``funcspace study``, ``funcspace report``, ``funcspace show``.
+- :func:`graph_from_store`: the map of minima recorded in a store (``funcspace.study.minima``);
+  :func:`write_report`: the self-contained HTML report (``funcspace.study.report``).
+  The ``funcspace`` command (``funcspace.study.cli``): ``funcspace study``, ``funcspace
+  report``, ``funcspace show``.
 """
 
 from .config import (
@@ -26,10 +27,11 @@ from .config import (
     StudyConfig,
     unit_key,
 )
-from .report import graph_from_store, write_report
+from .minima import graph_from_store
+from .report import write_report
 from .runner import InlineExecutor, StudyError, StudyResult, load, run
 from .selection import Selection, SelectionError, Skip, candidates, select
-from .store import Edge, Node, StoreError, StudyStore, Unit
+from .store import Edge, Metric, Node, StoreError, StudyStore, Unit
 
 __all__ = [
     "BudgetConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "Edge",
     "EvaluationConfig",
     "InlineExecutor",
+    "Metric",
     "ModelConfig",
     "Node",
     "OptimizerConfig",

@@ -167,9 +167,8 @@ def _study(args: argparse.Namespace) -> int:
         except (OSError, TimeoutError) as e:
             return _fail(f"cannot reach the Dask scheduler at {args.scheduler}: {e}")
         executor = client.get_executor()
-    runner = _runner()
-    if runner is None:
-        return _fail("this funcspace has no study runner (funcspace.study.runner is missing)")
+    from . import runner
+
     try:
         result = runner.run(config, args.out, workers=args.workers, executor=executor)
     finally:
@@ -194,22 +193,13 @@ def _show(args: argparse.Namespace) -> int:
     with StudyStore.open(args.dir, readonly=True, verify=False) as store:
         head = summary(store, tables=False)
         tables = summary(store, tables=True)[len(head) :]
-    runner = _runner()
+    from . import runner
+
     table = None
-    if runner is not None:
-        try:
-            table = "\n\n" + runner.load(args.dir).table()
-        except FuncspaceError as e:  # an unfinished study: the store's own tables say more
-            log.info("no study result to show (%s); showing the store's tables", e)
+    try:
+        table = "\n\n" + runner.load(args.dir).table()
+    except FuncspaceError as e:  # an unfinished study: the store's own tables say more
+        log.info("no study result to show (%s); showing the store's tables", e)
     print(head + (table if table is not None else tables))
     return 0
 
-
-def _runner():  # noqa: ANN202 - a module or None
-    try:
-        from . import runner
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.runner":
-            raise  # the runner is there but needs something missing: say so
-        return None
-    return runner

@@ -249,13 +249,18 @@ class BudgetConfig:
     max_pairs : int or None
         The most pairs given an optimized path (None: as many as can change the minimax tree).
     tolerance : float
-        The selection's tolerance (see ``funcspace.study.selection``; default 0).
+        The training error below which two minima count as connected (default 0.02): a pair
+        already joined by a chain of paths peaking within ``tolerance`` of the pair's lower
+        bound (the higher of its ends' training errors) gets no optimized path, and the
+        minimax barriers are exact to within it (``funcspace.study.selection``). Minima at
+        zero training error have lower bound 0, so at ``tolerance = 0`` every pair is
+        measured; 0.02 is 2% of the training set.
     path_epochs : int
         Training epochs of each optimized path (default 100, as ``paths.demo``).
     """
 
     max_pairs: int | None = None
-    tolerance: float = 0.0
+    tolerance: float = 0.02
     path_epochs: int = 100
 
     def __post_init__(self) -> None:

@@ -3,25 +3,23 @@ and :func:`summary` (plain text, for a terminal).
 
 The report is built from the store alone (opened read-only, so it can be written while a run
 goes on): the configuration, the state of the work units, a table of the minimizers (node
-attributes), a table of the measured paths (edge attributes), the map of minima, the
-disconnectivity tree and the barrier matrices. Figures are PNG images inside the file (``data:``
-URIs), styles are inline: nothing is loaded from the network, the file can be mailed or archived
-on its own. A store with fewer than two minima or no measured path gives a report of what there
-is, which says what is missing.
+attributes and flatness measures), a table of the measured paths (edge attributes and the
+pair's distances), the pairs given optimized paths and why the others were skipped, the map of
+minima, the disconnectivity tree, the barrier matrices and the flatness curves. Figures are
+PNG images inside the file (``data:`` URIs), styles are inline: nothing is loaded from the
+network, the file can be mailed or archived on its own. A store with fewer than two minima or
+no measured path gives a report of what there is, which says what is missing.
 
-:func:`graph_from_store` turns the store's nodes and edges into a
-:class:`~funcspace.graph.MinimaGraph` for the analyses of :mod:`funcspace.graph`.
+The map comes from :func:`funcspace.study.minima.graph_from_store`, as everywhere.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import inspect
 import io
 import json
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,7 +40,8 @@ from funcspace.graph import (
 )
 from funcspace.graph.minima import EDGE_NUMBERS
 
-from .store import UNIT_STATES, Edge, Node, StudyStore
+from .minima import build_graph, graph_from_store
+from .store import UNIT_STATES, Edge, Metric, Node, StudyStore
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,133 +53,11 @@ log = logging.getLogger(__name__)
 #: The report's file name inside the store directory.
 REPORT = "report.html"
 
-# What MinimaGraph.add_minimum / add_path accept, read from their signatures so that a new
-# keyword there is picked up here.
-_MINIMUM_KEYWORDS = tuple(
-    name
-    for name, p in inspect.signature(MinimaGraph.add_minimum).parameters.items()
-    if p.kind is p.KEYWORD_ONLY
-)
-_PATH_KEYWORDS = tuple(
-    name
-    for name, p in inspect.signature(MinimaGraph.add_path).parameters.items()
-    if p.kind is p.KEYWORD_ONLY
-)
-_MAPPINGS = ("hyperparameters", "flatness", "found")
-# Other names a runner may give an attribute (tried in order when the keyword is missing).
-_ALIASES = {"hyperparameters": ("options",), "error_barrier": ("barrier",)}
-
 _NODE_COLUMNS = ("optimizer", "seed", "train_error", "test_error", "train_loss", "test_loss")
 # Which barrier colours the map, and which levels build the tree (join attribute, leaf
 # attribute), best first.
 _MAP_ATTRIBUTES = ("error_barrier", "error_peak", "loss_barrier", "loss_peak")
 _TREES = (("error_peak", "train_error"), ("error_barrier", None), ("loss_barrier", None))
-
-
-# ----------------------------------------------------------------------------- the graph
-
-
-def graph_from_store(store: StudyStore) -> MinimaGraph:
-    """The map of minima recorded in a store: its nodes and edges as a MinimaGraph.
-
-    Node attributes named like the keywords of
-    :meth:`~funcspace.graph.MinimaGraph.add_minimum` (``optimizer``, ``seed``,
-    ``hyperparameters``, ``train_error``, ``test_error``, ``flatness``) and edge attributes
-    named like those of :meth:`~funcspace.graph.MinimaGraph.add_path` (``error_barrier``,
-    ``error_peak``, ``t``, ``found``, ``geodesic_distance``, ...) are carried over; missing ones
-    are None,
-    others are left out. A value the graph refuses (a NaN error, a distance below 0) is left out
-    with a warning (``logging``), and so is an edge that then holds no measurement; the store's
-    own tables (:func:`write_report`) still show it.
-
-    Parameters
-    ----------
-    store : StudyStore
-        An open store (read-only is enough).
-
-    Returns
-    -------
-    MinimaGraph
-
-    Example
-    -------
-    >>> import tempfile
-    >>> from funcspace.study import Edge, Node, StudyConfig, unit_key
-    >>> with StudyStore.create(tempfile.mkdtemp(), StudyConfig(paths=("linear",))) as store:
-    ...     key = unit_key("pair", a="a", b="b")
-    ...     _ = store.begin(key, "pair", {})
-    ...     store.finish(key, nodes=[Node("a", {"seed": 0}), Node("b", {"seed": 1})],
-    ...                  edges=[Edge("a", "b", "linear", {"error_barrier": 0.25})])
-    ...     graph_from_store(store)
-    MinimaGraph(2 minima, 1 path of kind 'linear')
-    """
-    graph, notes = _build_graph(store.nodes(), store.edges())
-    for note in notes:
-        log.warning("%s: %s", store.path, note)
-    return graph
-
-
-def _build_graph(nodes: Sequence[Node], edges: Sequence[Edge]) -> tuple[MinimaGraph, list[str]]:
-    graph = MinimaGraph()
-    notes: list[str] = []
-    for node in nodes:
-        fields = _fields(node.attributes, _MINIMUM_KEYWORDS)
-        if node.weights is not None:
-            fields["weights"] = node.weights
-        where = f"minimum {node.name!r}"
-        try:
-            graph.add_minimum(node.name, **_usable(where, fields, notes))
-        except GraphError as e:  # a value of the wrong type: keep the node without it
-            notes.append(f"{where}: {e}; its attributes are left out of the map")
-            graph.add_minimum(node.name)
-    for edge in edges:
-        fields = _fields(edge.attributes, _PATH_KEYWORDS)
-        where = f"path {edge.a}-{edge.b} ({edge.kind})"
-        try:
-            graph.add_path(edge.a, edge.b, edge.kind, **_usable(where, fields, notes))
-        except GraphError as e:
-            notes.append(f"{where} is left out of the map: {e}")
-    return graph, notes
-
-
-def _fields(attributes: Mapping[str, Any], keywords: Iterable[str]) -> dict[str, Any]:
-    out = {}
-    for name in keywords:
-        for key in (name, *_ALIASES.get(name, ())):
-            if attributes.get(key) is not None:
-                out[name] = attributes[key]
-                break
-    return out
-
-
-def _usable(where: str, fields: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
-    """``fields`` without the numbers MinimaGraph refuses (not finite, out of range)."""
-    out = {}
-    for name, value in fields.items():
-        if name in _MAPPINGS or name in ("optimizer", "seed", "weights"):
-            if name in _MAPPINGS and not _finite_data(value):
-                notes.append(f"{where}: {name} holds a value that is not finite JSON data")
-                continue
-            out[name] = value
-            continue
-        bad = isinstance(value, bool) or not isinstance(value, (int, float))
-        if bad or not math.isfinite(value):
-            notes.append(f"{where}: {name} is {value!r}, not a finite number")
-        elif name == "t" and not 0 <= value <= 1:
-            notes.append(f"{where}: t is {value!r}, outside [0, 1]")
-        elif name in ("length", "geodesic_distance", "function_distance") and value < 0:
-            notes.append(f"{where}: {name} is {value!r}, below 0")
-        else:
-            out[name] = value
-    return out
-
-
-def _finite_data(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- text
@@ -201,7 +78,7 @@ def summary(store: StudyStore, *, tables: bool = True) -> str:
     -------
     str
     """
-    nodes, edges, units = store.nodes(), store.edges(), store.units()
+    nodes, edges, units, metrics = store.nodes(), store.edges(), store.units(), store.metrics()
     edge_kinds = f" ({_counts(Counter(e.kind for e in edges))})" if edges else ""
     unit_states = f" ({_counts(Counter(u.state for u in units))})" if units else ""
     lines = [
@@ -213,9 +90,15 @@ def summary(store: StudyStore, *, tables: bool = True) -> str:
     ]
     for kind, states in _unit_counts(units).items():
         lines.append(f"  {kind:<9}{_counts(states)}")
+    found = _selection(units)
+    if found is not None:
+        line, rows = _selection_rows(found)
+        lines += ["", line]
+        if tables:
+            lines += _text_table(["a", "b", "", "error peak / why skipped"], rows)
     if tables:
-        node_header, node_rows = _node_table(nodes)
-        edge_header, edge_rows = _edge_table(edges)
+        node_header, node_rows = _node_table(nodes, metrics)
+        edge_header, edge_rows = _edge_table(edges, metrics)
         lines += ["", "minimizers", *_text_table(node_header, node_rows)]
         lines += ["", "paths", *_text_table(edge_header, edge_rows)]
     return "\n".join(lines)
@@ -264,22 +147,74 @@ def _columns(records: Iterable[Mapping[str, Any]], first: Sequence[str]) -> list
     return [c for c in first if c in seen] + [c for c in seen if c not in first]
 
 
-def _node_table(nodes: Sequence[Node]) -> tuple[list[str], list[list[str]]]:
-    columns = _columns((n.attributes for n in nodes), _NODE_COLUMNS)
+def _node_table(
+    nodes: Sequence[Node], metrics: Sequence[Metric] = ()
+) -> tuple[list[str], list[list[str]]]:
+    # a node's metrics (flatness measures) as columns; curves are drawn, not tabulated
+    measured: dict[str, dict[str, Any]] = {}
+    for m in metrics:
+        if m.b is None:
+            measured.setdefault(m.a, {})[m.name] = (
+                f"curve of {_points(m.value)} points" if isinstance(m.value, Mapping) else m.value
+            )
+    records = [{**n.attributes, **measured.get(n.name, {})} for n in nodes]
+    columns = _columns(records, _NODE_COLUMNS)
     header = ["name", *columns, "weights"]
     rows = [
-        [n.name, *(_format(n.attributes.get(c)) for c in columns), _format(n.weights)]
-        for n in nodes
+        [n.name, *(_format(r.get(c)) for c in columns), _format(n.weights)]
+        for n, r in zip(nodes, records, strict=True)
     ]
     return header, rows
 
 
-def _edge_table(edges: Sequence[Edge]) -> tuple[list[str], list[list[str]]]:
-    columns = _columns((e.attributes for e in edges), EDGE_NUMBERS)
+def _points(curve: Mapping[str, Any]) -> int:
+    return max((len(v) for v in curve.values() if isinstance(v, list)), default=0)
+
+
+def _edge_table(
+    edges: Sequence[Edge], metrics: Sequence[Metric] = ()
+) -> tuple[list[str], list[list[str]]]:
+    # a pair's metrics (its distances) on every path between the two
+    pairs: dict[frozenset, dict[str, Any]] = {}
+    for m in metrics:
+        if m.b is not None:
+            pairs.setdefault(frozenset((m.a, m.b)), {})[m.name] = m.value
+    records = [{**pairs.get(frozenset((e.a, e.b)), {}), **e.attributes} for e in edges]
+    columns = _columns(records, EDGE_NUMBERS)
     columns = [c for c in columns if c != "ends"]  # the pair as measured: a and b already
     header = ["a", "b", "kind", *columns]
-    rows = [[e.a, e.b, e.kind, *(_format(e.attributes.get(c)) for c in columns)] for e in edges]
+    rows = [
+        [e.a, e.b, e.kind, *(_format(r.get(c)) for c in columns)]
+        for e, r in zip(edges, records, strict=True)
+    ]
     return header, rows
+
+
+def _selection(units: Sequence[Any]) -> dict[str, Any] | None:
+    """The latest finished pair selection: ``names`` and the selection's plain data."""
+    done = [u for u in units if u.kind == "select" and u.state == "done"]
+    if not done or not isinstance(done[-1].result, Mapping):
+        return None
+    return dict(done[-1].result)
+
+
+def _selection_rows(found: Mapping[str, Any]) -> tuple[str, list[list[str]]]:
+    names, data = found["names"], found["selection"]
+    n = len(names)
+    measured = [
+        [names[i], names[j], "measured", _format(v)]
+        for (i, j), v in zip(data["measured"], data["values"], strict=True)
+    ]
+    skipped = [
+        [names[s["pair"][0]], names[s["pair"][1]], "skipped", s["reason"]] for s in data["skipped"]
+    ]
+    ruled = sum(s["ruled_out"] for s in data["skipped"])
+    line = (
+        f"optimized paths: {len(measured)} of {n * (n - 1) // 2} pairs measured, "
+        f"{ruled} ruled out by the minimum-spanning-tree bound, "
+        f"{len(skipped) - ruled} left when the budget was spent"
+    )
+    return line, measured + skipped
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], css: str = "") -> str:
@@ -373,7 +308,45 @@ def _matrices_figure(graph: MinimaGraph) -> str | None:
     return _png(fig, "error barrier of every pair, per path kind")
 
 
+# what a curve-valued flatness measure draws: (x key, y key, x label, y label)
+_CURVES = {
+    "local_energy": (
+        "sigmas",
+        "energy",
+        "sigma (relative weight noise)",
+        "training error increase",
+    ),
+    "hessian_spectrum": ("grid", "density", "Hessian eigenvalue", "density"),
+}
+
+
+def _flatness_figure(metrics: Sequence[Metric]) -> str | None:
+    curves: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for m in metrics:
+        shape = _CURVES.get(m.name)
+        if m.b is None and shape and isinstance(m.value, Mapping):
+            x, y = m.value.get(shape[0]), m.value.get(shape[1])
+            if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and x:
+                curves.setdefault(m.name, []).append((m.a, m.value))
+    if not curves:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0 * len(curves), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (name, lines) in zip(axes, sorted(curves.items()), strict=True):
+        xkey, ykey, xlabel, ylabel = _CURVES[name]
+        for node, value in lines:
+            ax.plot(
+                value[xkey], value[ykey], marker="." if len(value[xkey]) < 30 else None, label=node
+            )
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+        ax.legend(fontsize=7)
+    return _png(fig, "flatness curves of every minimum: " + ", ".join(sorted(curves)))
+
+
 # ----------------------------------------------------------------------------- the report
+
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
@@ -427,8 +400,8 @@ def write_report(out: str | os.PathLike[str]) -> Path:
 
 def _document(store: StudyStore) -> str:
     config = store.config
-    nodes, edges, units = store.nodes(), store.edges(), store.units()
-    graph, notes = _build_graph(nodes, edges)
+    nodes, edges, units, metrics = store.nodes(), store.edges(), store.units(), store.metrics()
+    graph, notes = build_graph(nodes, edges, metrics)
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -468,9 +441,15 @@ def _document(store: StudyStore) -> str:
         )
 
     parts.append("<h2>Minimizers</h2>")
-    parts.append(_html_table(*_node_table(nodes)))
+    parts.append(_html_table(*_node_table(nodes, metrics)))
     parts.append("<h2>Measured paths</h2>")
-    parts.append(_html_table(*_edge_table(edges)))
+    parts.append(_html_table(*_edge_table(edges, metrics)))
+    found = _selection(units)
+    if found is not None:
+        line, rows = _selection_rows(found)
+        parts.append("<h2>Optimized paths: which pairs, and why the others were skipped</h2>")
+        parts.append(f"<p>{e(line)}.</p>")
+        parts.append(_html_table(["a", "b", "", "error peak, or why skipped"], rows))
 
     figures = []
     if len(graph) >= 2 and edges:
@@ -484,6 +463,9 @@ def _document(store: StudyStore) -> str:
         image = _matrices_figure(graph)
         if image is not None:
             figures.append(f"<h2>Error barriers of every pair</h2>\n<figure>{image}</figure>")
+    image = _flatness_figure(metrics)
+    if image is not None:
+        figures.append(f"<h2>Flatness curves</h2>\n<figure>{image}</figure>")
     parts += figures
     if notes:
         parts.append("<h2>Notes</h2>\n<ul>")

@@ -4,16 +4,20 @@ The stages, each a set of work units (:mod:`funcspace.study.units`) with content
 (:func:`~funcspace.study.config.unit_key` of the configuration fields they depend on and of
 their upstream units' keys):
 
-1. ``train``: one unit per optimizer and seed; a node (optimizer, seed, options, epochs,
+1. ``train``: one unit per optimizer and seed; a node (optimizer, seed, hyper-parameters,
    errors) and its weights.
-2. flatness: not computed yet (TODO: ``funcspace.flatness`` per node as a ``flatness`` unit);
-   a configuration that asks for measures gets a warning in the log and in :meth:`table`.
-3. ``pair``: the cheap path kinds of the configuration (``linear``, ``aligned``,
-   ``geodesic``) for every pair; one unit and one edge per pair and kind.
-4. ``pair`` again, for the optimized kinds (``bent``, ``curve``), only on the pairs
-   :func:`~funcspace.study.selection.select` picks: the upper bound of a pair is its best
-   cheap error barrier, the lower bound 0 (barriers are heights above the chord between the
-   ends' values, and no path's height is below 0: its ends lie on the chord), with the
+2. ``flatness``: one unit per minimum and measure of the configuration; a node metric.
+3. cheap: a ``distance`` unit per pair (geodesic distance of the symmetry classes, disagreement
+   of the predictions: pair metrics, on every edge of the pair) and a ``pair`` unit per pair
+   and cheap path kind (``linear``, ``aligned``, ``geodesic``): an edge with the error and
+   loss barriers (height above the chord and peak), where, how found, and the path's length.
+   Minima at geodesic distance at most :data:`COPY_TOLERANCE` are one function up to
+   symmetry: the result's graph merges them (:func:`funcspace.graph.merge_copies`) and the
+   optimized paths skip the copies.
+4. expensive: ``pair`` units for the optimized kinds (``bent``, ``curve``), only on the pairs
+   :func:`~funcspace.study.selection.select` picks, on the error peak (the highest training
+   error along a path): a pair's upper bound is its lowest cheap peak, its lower bound the
+   higher of its ends' training errors (no path between them can peak lower), with the
    configuration's ``budget.max_pairs`` and ``budget.tolerance``. The selection is itself a
    ``select`` unit whose result lists the measured and the skipped pairs with their reasons.
 
@@ -36,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -49,15 +53,28 @@ from tqdm.auto import tqdm
 from funcspace.errors import FuncspaceError
 
 from .config import StudyConfig, unit_key
+from .minima import graph_from_store
 from .selection import Selection, select
-from .store import DATABASE, Edge, Node, StudyStore
-from .units import CHEAP_KINDS, EXPENSIVE_KINDS, init_worker, pair_unit, train_unit
+from .store import DATABASE, Edge, Metric, Node, StudyStore
+from .units import (
+    CHEAP_KINDS,
+    EXPENSIVE_KINDS,
+    distance_unit,
+    flatness_unit,
+    init_worker,
+    pair_unit,
+    train_unit,
+)
 
-__all__ = ["StudyError", "StudyResult", "load", "run"]
+__all__ = ["COPY_TOLERANCE", "StudyError", "StudyResult", "load", "run"]
 
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "flatness", "cheap", "expensive")
+#: The largest geodesic distance between the symmetry classes of two minima read as zero (one
+#: function up to symmetry). Float32 canonical forms put copies near 1e-7 to 1e-6; distinct
+#: minima of the default study lie 10 to 20 apart.
+COPY_TOLERANCE = 1e-4
 
 
 class StudyError(FuncspaceError):
@@ -96,15 +113,18 @@ class StudyResult:
     config : StudyConfig
         The configuration the result was read under.
     graph : funcspace.graph.MinimaGraph
-        The minimizers of the configuration and the paths measured between them.
+        The minimizers of the configuration and the paths measured between them, copies of
+        one function merged into one node (its ``merged`` attribute names them).
     selection : Selection or None
-        The pair selection for the optimized paths (indices into ``graph.names``); None when
-        the configuration has no optimized path kind.
+        The pair selection for the optimized paths (indices into ``graph.names``); None
+        when the configuration has no optimized path kind.
+    copies : tuple of (str, str, float)
+        Each copy, the minimum it copies and their geodesic distance.
     measured : tuple of (str, str)
         The pairs given optimized paths, in the order measured.
     skipped : tuple of (str, str, str)
-        The other pairs and why (``"lower bound 0 >= tree path max 0.12"``, or that the
-        budget was spent).
+        The other pairs and why (``"lower bound 0 + tolerance 0.02 >= tree path max 0.012"``,
+        or that the budget was spent).
     pairs : int
         All pairs, ``N (N - 1) / 2``.
     timings : mapping of str -> float
@@ -120,6 +140,7 @@ class StudyResult:
     config: StudyConfig
     graph: Any
     selection: Selection | None
+    copies: tuple[tuple[str, str, float], ...]
     measured: tuple[tuple[str, str], ...]
     skipped: tuple[tuple[str, str, str], ...]
     pairs: int
@@ -134,11 +155,20 @@ class StudyResult:
         for name in g.names:
             n = g.node(name)
             test = "-" if n["test_error"] is None else f"{n['test_error']:.4f}"
+            measures = n["flatness"] or {}
+            flat = "".join(
+                f", {k} {measures[k]:.4g}"
+                for k in self.config.flatness
+                if isinstance(measures.get(k), (int, float))
+            )
+
             lines.append(
                 f"  {name:<12} {n['optimizer']:<5} seed {n['seed']:<3} "
                 f"{n['hyperparameters']['epochs']:>4} epochs, train error "
-                f"{n['train_error']:.4f}, test error {test}"
+                f"{n['train_error']:.4f}, test error {test}{flat}"
             )
+        lines += [f"  {c} is a copy of {o} (geodesic distance {d:.2g})" for c, o, d in self.copies]
+
         kinds = [k for k in self.config.paths if k in g.kinds]
         lines += ["", "training-error barrier (height above the chord of the ends)"]
         lines.append(f"  {'pair':<26}" + "".join(f"{k:>10}" for k in kinds))
@@ -226,7 +256,34 @@ def _pair_unit(
     return _Unit(unit_key("pair", **inputs), "pair", inputs, stage, f"{a} - {b} {kind}")
 
 
+def _distance_unit(config: StudyConfig, a: str, b: str, keys: Mapping[str, str]) -> _Unit:
+    inputs = {
+        "a": keys[a],
+        "b": keys[b],
+        "align_examples": config.evaluation.align_examples,
+    }
+    return _Unit(unit_key("distance", **inputs), "distance", inputs, "cheap", f"{a} - {b}")
+
+
+def _copies(
+    names: Sequence[str], distance: Mapping[tuple[str, str], float]
+) -> list[tuple[str, str, float]]:
+    """(copy, original, distance) for every minimum at most COPY_TOLERANCE from an earlier
+    one, chains followed to the first minimum of their group."""
+    original: dict[str, str] = {}
+    out = []
+    for j, b in enumerate(names):
+        for a in names[:j]:
+            d = distance[_ordered(a, b)]
+            if d <= COPY_TOLERANCE:
+                original[b] = original.get(a, a)
+                out.append((b, original[b], d))
+                break
+    return out
+
+
 def _ordered(a: str, b: str) -> tuple[str, str]:
+
     # edges run from the lower name to the higher: the same edge whatever the config's order
     return (a, b) if a < b else (b, a)
 
@@ -302,9 +359,11 @@ class _Runner:
                 attributes = {
                     "optimizer": inputs["optimizer"],
                     "seed": inputs["seed"],
-                    "options": inputs["options"],
-                    "max_epochs": inputs["epochs"],
-                    "epochs": result["epochs"],
+                    "hyperparameters": {
+                        "options": inputs["options"],
+                        "epochs": result["epochs"],
+                        "max_epochs": inputs["epochs"],
+                    },
                     "train_error": result["train_error"],
                     "test_error": result["test_error"],
                 }
@@ -328,46 +387,113 @@ class _Runner:
         self.timings["train"] = time.perf_counter() - started
         return [name for name, _, _ in plan], {name: unit.key for name, unit, _ in plan}
 
-    def _pair_job(self, kind: str, a: str, b: str, keys: Mapping[str, str], stage: str) -> tuple:
-        unit = _pair_unit(self.config, kind, a, b, keys, stage)
+    def flatness(self, names: list[str], keys: Mapping[str, str]) -> None:
+        jobs = []
+        for name in names:
+            for measure in self.config.flatness:
+                inputs = {"node": keys[name], "measure": measure, "seed": 0}
+                unit = _Unit(unit_key("flatness", **inputs), "flatness", inputs, "flatness", name)
+                jobs.append(
+                    (
+                        unit,
+                        flatness_unit,
+                        self._node_spec(name, measure),
+                        self._metric(name, measure),
+                    )
+                )
+        started = time.perf_counter()
+        self.execute(jobs, "flatness")
+        self.timings["flatness"] = time.perf_counter() - started
 
+    def _metric(self, name: str, measure: str) -> Callable[[_Unit, dict[str, Any]], None]:
+        def finish(unit: _Unit, result: dict[str, Any]) -> None:
+            metric = Metric(name, None, measure, result["value"])
+            self.store.finish(unit.key, result=result, metrics=[metric])
+
+        return finish
+
+    def _node_spec(self, name: str, measure: str) -> Callable[[], dict[str, Any]]:
+        def spec() -> dict[str, Any]:
+            return {
+                "data": self.config.data.to_dict(),
+                "model": self.config.model.to_dict(),
+                "evaluation": self.config.evaluation.to_dict(),
+                "state": self._state(name),
+                "measure": measure,
+                "seed": 0,
+            }
+
+        return spec
+
+    def _spec(self, a: str, b: str, **extra: Any) -> Callable[[], dict[str, Any]]:
         def spec() -> dict[str, Any]:
             return {
                 "data": self.config.data.to_dict(),
                 "model": self.config.model.to_dict(),
                 "evaluation": self.config.evaluation.to_dict(),
                 "budget": self.config.budget.to_dict(),
-                "kind": kind,
                 "a": self._state(a),
                 "b": self._state(b),
-                "seed": 0,
+                **extra,
             }
+
+        return spec
+
+    def _distance_job(self, a: str, b: str, keys: Mapping[str, str]) -> tuple:
+        unit = _distance_unit(self.config, a, b, keys)
+
+        def finish(unit: _Unit, result: dict[str, Any]) -> None:
+            metrics = [
+                Metric(a, b, name, result[name])
+                for name in ("geodesic_distance", "function_distance")
+            ]
+            self.store.finish(unit.key, result=result, metrics=metrics)
+
+        return unit, distance_unit, self._spec(a, b), finish
+
+    def _pair_job(self, kind: str, a: str, b: str, keys: Mapping[str, str], stage: str) -> tuple:
+        unit = _pair_unit(self.config, kind, a, b, keys, stage)
 
         def finish(unit: _Unit, result: dict[str, Any]) -> None:
             self.store.finish(unit.key, result=result, edges=[Edge(a, b, kind, _edge(result))])
 
-        return unit, pair_unit, spec, finish
+        return unit, pair_unit, self._spec(a, b, kind=kind, seed=0), finish
 
-    def cheap(self, names: list[str], keys: Mapping[str, str]) -> dict[tuple[str, str], float]:
+    def cheap(
+        self, names: list[str], keys: Mapping[str, str]
+    ) -> tuple[dict[tuple[str, str], float], list[tuple[str, str, float]]]:
+        """The distances and cheap paths of every pair; each pair's lowest cheap error peak,
+        and the copies (copy, original, geodesic distance)."""
         kinds = [k for k in self.config.paths if k in CHEAP_KINDS]
         pairs = [_ordered(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-        jobs = [self._pair_job(k, a, b, keys, "cheap") for a, b in pairs for k in kinds]
+        jobs = [self._distance_job(a, b, keys) for a, b in pairs]
+        jobs += [self._pair_job(k, a, b, keys, "cheap") for a, b in pairs for k in kinds]
         started = time.perf_counter()
-        self.execute(jobs, "cheap paths")
+        self.execute(jobs, "distances and cheap paths")
         self.timings["cheap"] = time.perf_counter() - started
         best = {}
         for a, b in pairs:
-            heights = [
+            peaks = [
                 self.store.result(_pair_unit(self.config, k, a, b, keys, "cheap").key)["error"][
-                    "height"
+                    "peak"
                 ]
                 for k in kinds
             ]
-            best[(a, b)] = min(heights, default=math.inf)
-        return best
+            best[(a, b)] = min(peaks, default=math.inf)
+        distance = {
+            (a, b): self.store.result(_distance_unit(self.config, a, b, keys).key)[
+                "geodesic_distance"
+            ]
+            for a, b in pairs
+        }
+        return best, _copies(names, distance)
 
     def expensive(
-        self, names: list[str], keys: Mapping[str, str], upper: Mapping[tuple[str, str], float]
+        self,
+        names: list[str],
+        keys: Mapping[str, str],
+        upper: Mapping[tuple[str, str], float],
+        lower: Sequence[float],
     ) -> Selection | None:
         kinds = [k for k in self.config.paths if k in EXPENSIVE_KINDS]
         if not kinds:
@@ -380,6 +506,7 @@ class _Runner:
                 for i, a in enumerate(names)
                 for b in names[i + 1 :]
             ],
+            "lower": list(lower),
             "kinds": kinds,
             "path_epochs": budget.path_epochs,
             "max_pairs": budget.max_pairs,
@@ -403,12 +530,12 @@ class _Runner:
                 jobs = [self._pair_job(k, a, b, keys, "expensive") for k in kinds]
                 self.execute(jobs, f"{a} - {b}")
                 bar.update()
-                return min(self.store.result(job[0].key)["error"]["height"] for job in jobs)
+                return min(self.store.result(job[0].key)["error"]["peak"] for job in jobs)
 
             try:
                 selection = select(
                     matrix,
-                    0.0,
+                    list(lower),
                     measure,
                     budget=budget.max_pairs,
                     tolerance=budget.tolerance,
@@ -432,6 +559,7 @@ def _edge(result: Mapping[str, Any]) -> dict[str, Any]:
         "error_peak": error["peak"],
         "loss_peak": loss["peak"],
         "t": error["t"],
+        "length": result["length"],
         "found": {
             "method": "adaptive",
             "resolution": error["resolution"],
@@ -544,10 +672,13 @@ def run(
         with store:
             runner = _Runner(config, store, executor, progress)
             names, keys = runner.train()
-            notes = _flatness_notes(config)
-            upper = runner.cheap(names, keys)
-            selection = runner.expensive(names, keys, upper)
-            return _result(store, config, names, selection, runner.timings, runner.ran, notes)
+            runner.flatness(names, keys)
+            upper, copies = runner.cheap(names, keys)
+            copied = {c for c, _, _ in copies}
+            distinct = [n for n in names if n not in copied]
+            errors = {n.name: n.attributes["train_error"] for n in store.nodes()}
+            selection = runner.expensive(distinct, keys, upper, [errors[n] for n in distinct])
+            return _result(store, config, names, copies, selection, runner.timings, runner.ran)
     finally:
         if own is not None:
             own.shutdown(wait=True, cancel_futures=True)
@@ -566,27 +697,33 @@ def load(out: str | Path) -> StudyResult:
         config = store.config
         plan = _train_units(config)
         names = [name for name, unit, _ in plan if store.done(unit.key)]
+        keys = {name: unit.key for name, unit, _ in plan}
+        distance = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                unit = _distance_unit(config, *_ordered(a, b), keys)
+                if store.done(unit.key):
+                    distance[_ordered(a, b)] = store.result(unit.key)["geodesic_distance"]
+        complete = len(distance) == len(names) * (len(names) - 1) // 2
+        copies = _copies(names, distance) if complete else []
+        copied = {c for c, _, _ in copies}
+        distinct = [n for n in names if n not in copied]
         selection = None
         timings = dict.fromkeys(STAGES, 0.0)
         for u in store.units(state="done"):
-            if u.kind == "select" and u.result.get("names") == names:
+            if u.kind == "select" and u.result.get("names") == distinct:
                 selection = Selection.from_dict(_selection_data(u.result["selection"]))
-            elif u.kind in ("train", "pair") and isinstance(u.result, dict):
-                stage = (
-                    "train"
-                    if u.kind == "train"
-                    else ("expensive" if u.inputs.get("path") in EXPENSIVE_KINDS else "cheap")
-                )
-                timings[stage] += float(u.result.get("seconds", 0.0))
-        return _result(
-            store,
-            config,
-            names,
-            selection,
-            timings,
-            dict.fromkeys(STAGES, 0),
-            _flatness_notes(config),
-        )
+            elif u.kind in ("train", "flatness", "distance", "pair") and isinstance(u.result, dict):
+                timings[_stage(u)] += float(u.result.get("seconds", 0.0))
+        return _result(store, config, names, copies, selection, timings, dict.fromkeys(STAGES, 0))
+
+
+def _stage(unit: Any) -> str:
+    if unit.kind in ("train", "flatness"):
+        return unit.kind
+    if unit.kind == "pair" and unit.inputs.get("path") in EXPENSIVE_KINDS:
+        return "expensive"
+    return "cheap"
 
 
 def _selection_data(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -600,67 +737,57 @@ def _selection_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _flatness_notes(config: StudyConfig) -> tuple[str, ...]:
-    if not config.flatness:
-        return ()
-    text = (
-        f"flatness measures {', '.join(config.flatness)} are not computed by the runner yet "
-        "(TODO: a flatness unit per node); the nodes carry no flatness"
-    )
-    log.warning(text)
-    return (text,)
-
-
 def _result(
     store: StudyStore,
     config: StudyConfig,
     names: list[str],
+    copies: Sequence[tuple[str, str, float]],
     selection: Selection | None,
     timings: Mapping[str, float],
     ran: Mapping[str, int],
-    notes: tuple[str, ...],
 ) -> StudyResult:
-    from funcspace.graph import MinimaGraph
+    from funcspace.graph import merge_copies
 
-    graph = MinimaGraph()
-    wanted = set(names)
-    nodes = {n.name: n for n in store.nodes() if n.name in wanted}
-    for name in names:
-        n = nodes[name]
-        attrs = n.attributes
-        graph.add_minimum(
-            name,
-            optimizer=attrs["optimizer"],
-            seed=attrs["seed"],
-            hyperparameters={
-                "options": attrs["options"],
-                "epochs": attrs["epochs"],
-                "max_epochs": attrs["max_epochs"],
-            },
-            train_error=attrs["train_error"],
-            test_error=attrs["test_error"],
-            weights=n.weights,
-        )
-    kinds = set(config.paths)
-    for e in store.edges():
-        if e.a in wanted and e.b in wanted and e.kind in kinds:
-            graph.add_path(e.a, e.b, e.kind, **e.attributes)
+    graph = graph_from_store(store, names=names, kinds=set(config.paths))
+    notes = []
+    if copies:
+        if graph.edges():
+            graph = merge_copies(graph, tolerance=COPY_TOLERANCE)
+        else:
+            notes.append("copies found but no path measured: the graph keeps every minimum")
+    copied = {c: o for c, o, _ in copies}
+    distinct = [n for n in names if n not in copied]
     measured: tuple[tuple[str, str], ...] = ()
-    skipped: tuple[tuple[str, str, str], ...] = ()
+    skipped: list[tuple[str, str, str]] = []
     if selection is not None:
-        measured = tuple(_ordered(names[i], names[j]) for i, j in selection.measured)
-        skipped = tuple(
-            (*_ordered(names[s.pair[0]], names[s.pair[1]]), s.reason) for s in selection.skipped
-        )
+        measured = tuple(_ordered(distinct[i], distinct[j]) for i, j in selection.measured)
+        skipped = [
+            (*_ordered(distinct[s.pair[0]], distinct[s.pair[1]]), s.reason)
+            for s in selection.skipped
+        ]
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                copy = b if b in copied else (a if a in copied else None)
+                if copy is not None:
+                    why = f"{copy} is a copy of {copied[copy]}: its paths are {copied[copy]}'s"
+                    skipped.append((*_ordered(a, b), why))
+    missing = [
+        m
+        for m in config.flatness
+        if names and not any(m in (graph.node(n)["flatness"] or {}) for n in graph.names)
+    ]
+    if missing:
+        notes.append(f"flatness measures {', '.join(missing)} not computed yet")
     return StudyResult(
         path=store.path,
         config=config,
         graph=graph,
         selection=selection,
+        copies=tuple(copies),
         measured=measured,
-        skipped=skipped,
+        skipped=tuple(skipped),
         pairs=len(names) * (len(names) - 1) // 2,
         timings=MappingProxyType(dict(timings)),
         ran=MappingProxyType(dict(ran)),
-        notes=notes,
+        notes=tuple(notes),
     )

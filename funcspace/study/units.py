@@ -7,7 +7,11 @@ the coordinating process (:func:`funcspace.study.run`) reads what they need from
 writes what they return.
 
 - :func:`train_unit`: one minimizer (an optimizer and a seed): its state dict and errors;
-- :func:`pair_unit`: one path kind between two minimizers: its error and loss barriers.
+- :func:`pair_unit`: one path kind between two minimizers: its error and loss barriers and
+  its length;
+- :func:`distance_unit`: how far apart two minimizers are (geodesic distance of their
+  symmetry classes, disagreement of their predictions);
+- :func:`flatness_unit`: one flatness measure of one minimizer.
 
 :func:`init_worker` is the initializer of worker processes. Every unit runs on one torch
 thread, in whatever process: float sums then do not depend on the thread count, so a study
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,7 +32,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CHEAP_KINDS", "EXPENSIVE_KINDS", "init_worker", "pair_unit", "train_unit"]
+__all__ = [
+    "CHEAP_KINDS",
+    "EXPENSIVE_KINDS",
+    "distance_unit",
+    "flatness_unit",
+    "init_worker",
+    "pair_unit",
+    "train_unit",
+]
 
 #: Path kinds measured for every pair (batched evaluations, no training).
 CHEAP_KINDS = ("linear", "aligned", "geodesic")
@@ -164,11 +177,11 @@ def pair_unit(spec: dict[str, Any]) -> dict[str, Any]:
     dict
         ``error`` and ``loss``: each the barrier's ``height``, ``t``, ``peak``, ``ends``,
         ``evaluations``, ``resolution``, ``upper_bound`` (:class:`paths.Barrier`'s pieces);
-        ``seconds``.
+        ``length`` (in parameters, :func:`paths.euclidean_length` at 33 points); ``seconds``.
     """
     import canonicalize
     from funcspace.evaluation import Settings
-    from paths import barrier, bent, curve, geodesic, linear
+    from paths import barrier, bent, curve, euclidean_length, geodesic, linear
 
     started = time.perf_counter()
     data = dataset(spec["data"])
@@ -204,5 +217,104 @@ def pair_unit(spec: dict[str, Any]) -> dict[str, Any]:
             settings=settings,
         )
         out[metric] = _barrier_fields(found)
+    out["length"] = euclidean_length(path)
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+@_single_threaded
+def distance_unit(spec: dict[str, Any]) -> dict[str, Any]:
+    """How far apart two minimizers are.
+
+    Parameters
+    ----------
+    spec : dict
+        ``data``, ``model``, ``evaluation`` (the config sections as dicts), ``a``, ``b``
+        (state dicts).
+
+    Returns
+    -------
+    dict
+        ``geodesic_distance``: the distance of their symmetry classes on the torus
+        (:func:`funcspace.similarity.class_distance`, ``b`` weight-matched to ``a``; 0 for two
+        copies of one function up to symmetry); ``function_distance``: the fraction of test
+        inputs (training inputs without a test split) on which their predictions differ;
+        ``split``: which; ``seconds``.
+    """
+    from funcspace.similarity import class_distance, disagreement
+
+    started = time.perf_counter()
+    data = dataset(spec["data"])
+    a = _loaded(data, spec["model"], spec["a"])
+    b = _loaded(data, spec["model"], spec["b"])
+    x = data.train[0][: spec["evaluation"]["align_examples"]]
+    split = "test" if data.test is not None else "train"
+    return {
+        "geodesic_distance": class_distance(a, b, x, "weights"),
+        "function_distance": disagreement(a, b, data, split=split),
+        "split": split,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@_single_threaded
+def flatness_unit(spec: dict[str, Any]) -> dict[str, Any]:
+    """One flatness measure of one minimizer, on its training data.
+
+    Parameters
+    ----------
+    spec : dict
+        ``data``, ``model``, ``evaluation`` (the config sections as dicts), ``state`` (a state
+        dict), ``measure`` (one of ``funcspace.study.config.FLATNESS_MEASURES``), ``seed``.
+
+    Returns
+    -------
+    dict
+        ``value``: what the map shows (JSON data): ``hessian_eigenvalues``, the largest
+        eigenvalue of the loss Hessian (Lanczos); ``hessian_trace``, its trace (Krylov
+        estimate); ``hessian_spectrum``, the eigenvalue density (``{"grid": [...],
+        "density": [...]}``, 101 points); ``local_energy``, the training-error increase under
+        multiplicative weight noise (``{"sigmas": [...], "energy": [...]}``); ``evidence``:
+        how far to trust it (convergence, residuals, standard errors, products spent);
+        ``seconds``.
+    """
+    from funcspace import flatness
+    from funcspace.energy import local_energy
+
+    started = time.perf_counter()
+    data = dataset(spec["data"])
+    net = _loaded(data, spec["model"], spec["state"])
+    batch_size = spec["evaluation"]["batch_size"]
+    measure, seed = spec["measure"], spec["seed"]
+    if measure == "hessian_eigenvalues":
+        eig = flatness.hessian_eigenvalues(net, data, k=1, batch_size=batch_size, seed=seed)
+        value: Any = float(eig.values[0])
+        evidence = {
+            "converged": bool(eig.converged),
+            "residual": float(eig.residuals[0]),
+            "hvps": int(eig.hvps),
+        }
+    elif measure == "hessian_trace":
+        trace = flatness.hessian_trace(net, data, batch_size=batch_size, seed=seed)
+        value = float(trace.estimate)
+        spread = float(trace.std_error)
+        evidence = {"std_error": spread if math.isfinite(spread) else None, "hvps": trace.hvps}
+    elif measure == "hessian_spectrum":
+        density = flatness.hessian_spectrum(net, data, batch_size=batch_size, seed=seed, grid=101)
+        value = {
+            "grid": [float(v) for v in density.grid],
+            "density": [float(v) for v in density.density],
+        }
+        evidence = {"sigma": float(density.sigma), "hvps": int(density.hvps)}
+    elif measure == "local_energy":
+        from funcspace.evaluation import Settings
+
+        curve = local_energy(net, data, seed=seed, settings=Settings(batch_size=batch_size))
+        value = {
+            "sigmas": [float(v) for v in curve.sigmas],
+            "energy": [float(v) for v in curve.mean["error"]],
+        }
+        evidence = {"std": [float(v) for v in curve.std["error"]], "samples": 100}
+    else:  # pragma: no cover - the config admits only the measures above
+        raise ValueError(f"unknown flatness measure {measure!r}")
+    return {"value": value, "evidence": evidence, "seconds": time.perf_counter() - started}

@@ -3,7 +3,6 @@ data: URI, loads nothing from the network, escapes text, and copes with an unfin
 
 from __future__ import annotations
 
-import logging
 import math
 from html.parser import HTMLParser
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from funcspace.study.config import StudyConfig, unit_key
-from funcspace.study.report import REPORT, graph_from_store, summary, write_report
+from funcspace.study.report import REPORT, summary, write_report
 from funcspace.study.store import Edge, Node, StoreError, StudyStore
 
 CONFIG = StudyConfig(paths=("linear", "geodesic"), flatness=())
@@ -53,7 +52,7 @@ def make_store(folder, *, edges: bool = True) -> None:
                     {
                         "optimizer": name[:3],
                         "seed": i,
-                        "options": {"lr": 0.1},
+                        "hyperparameters": {"lr": 0.1},
                         "train_error": 0.01 * i,
                         "test_error": math.nan if i == 2 else 0.2 + 0.01 * i,
                         "comment": "<script>alert('x')</script>" if i == 0 else "ok",
@@ -137,40 +136,6 @@ def test_report_refuses_a_missing_store(tmp_path):
         write_report(tmp_path / "nothing")
 
 
-def test_graph_from_store(tmp_path, caplog):
-    make_store(tmp_path)
-    with caplog.at_level(logging.WARNING), StudyStore.open(tmp_path, readonly=True) as store:
-        graph = graph_from_store(store)
-    assert graph.names == list(NAMES)
-    assert sorted(graph.kinds) == ["geodesic", "linear"]
-    node = graph.node("sgd1")
-    assert node["optimizer"] == "sgd" and node["seed"] == 1
-    assert node["hyperparameters"] == {"lr": 0.1}  # stored as "options"
-    assert node["weights"] == "sgd1"
-    assert graph.node("adv0")["test_error"] is None  # NaN: left out, with a warning
-    assert "test_error is nan" in caplog.text
-    (edge,) = [e for e in graph.edges("linear") if {e["a"], e["b"]} == {"sgd0", "adv0"}]
-    assert edge["error_barrier"] == 0.375 and edge["found"]["evaluations"] == 9
-
-
-def test_graph_from_store_skips_edges_without_measurements(tmp_path, caplog):
-    with StudyStore.create(tmp_path, CONFIG) as store:
-        key = unit_key("pair", x=0)
-        store.begin(key, "pair", {})
-        store.finish(
-            key,
-            nodes=[Node("a"), Node("b"), Node("c")],
-            edges=[
-                Edge("a", "b", "linear", {"barrier": 0.5}),  # an older name: read
-                Edge("a", "c", "linear", {"t": 2.0, "other": 1}),  # nothing usable: skipped
-            ],
-        )
-        with caplog.at_level(logging.WARNING):
-            graph = graph_from_store(store)
-    assert [(e["a"], e["b"], e["error_barrier"]) for e in graph.edges()] == [("a", "b", 0.5)]
-    assert "outside [0, 1]" in caplog.text and "left out of the map" in caplog.text
-
-
 def test_summary(tmp_path):
     make_store(tmp_path)
     with StudyStore.open(tmp_path, readonly=True) as store:
@@ -181,3 +146,41 @@ def test_summary(tmp_path):
     assert "units      7 (7 done)" in short
     assert text.startswith(short)
     assert "0.6875" in text and "adv0" in text
+
+
+def test_report_lists_the_selection_and_draws_flatness_curves(tmp_path):
+    from funcspace.study.store import Metric
+
+    make_store(tmp_path)
+    with StudyStore.open(tmp_path) as store:
+        key = unit_key("flatness", x=0)
+        store.begin(key, "flatness", {})
+        store.finish(
+            key,
+            metrics=[
+                Metric(name, None, "local_energy", {"sigmas": [0, 0.1], "energy": [0, 0.01 * i]})
+                for i, name in enumerate(NAMES)
+            ]
+            + [Metric("sgd0", None, "hessian_trace", 42.0)],
+        )
+        key = unit_key("select", x=0)
+        store.begin(key, "select", {})
+        selection = {
+            "measured": [[0, 2]],
+            "values": [0.03],
+            "skipped": [
+                {"pair": [0, 1], "ruled_out": True, "reason": "lower bound 0.01 >= tree 0.01"},
+                {"pair": [1, 2], "ruled_out": False, "reason": "budget of 1 spent"},
+            ],
+        }
+        store.finish(key, result={"names": list(NAMES), "selection": selection})
+    doc = parse(write_report(tmp_path))
+    text = " ".join(doc.text)
+    assert "1 of 3 pairs measured, 1 ruled out by the minimum-spanning-tree bound, 1 left" in text
+    assert "lower bound 0.01 >= tree 0.01" in text and "budget of 1 spent" in text
+    assert "curve of 2 points" in text and "42" in text  # the node table's flatness columns
+    images = [attrs["alt"] for tag, attrs in doc.tags if tag == "img"]
+    assert len(images) == 4 and "flatness curves of every minimum: local_energy" in images
+    with StudyStore.open(tmp_path, readonly=True) as store:
+        short = summary(store)
+    assert "1 of 3 pairs measured" in short and "budget of 1 spent" in short

@@ -3,6 +3,14 @@ a process pool, and a mismatched store."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
 import pytest
 
 from funcspace.study import runner as study_runner
@@ -20,10 +28,10 @@ TINY = {
         {"name": "adv", "seeds": [2], "epochs": 3, "options": {"lr": 0.3, "adv_epochs": 2}},
     ],
     "paths": ["linear", "aligned", "geodesic", "bent"],
-    "flatness": [],
+    "flatness": ["hessian_eigenvalues"],
     "evaluation": {"resolution": 1 / 16, "coarse": 1 / 8, "align_examples": 64},
     # one optimized path: the other pairs are skipped, with the budget as their reason
-    "budget": {"path_epochs": 2, "max_pairs": 1},
+    "budget": {"path_epochs": 2, "max_pairs": 1, "tolerance": 0.0},
 }
 
 
@@ -57,7 +65,8 @@ def test_end_to_end(study):
     assert node["optimizer"] == "adv" and node["seed"] == 2
     assert node["hyperparameters"]["options"] == {"lr": 0.3, "adv_epochs": 2}
     assert 0 <= node["train_error"] <= 1 and node["test_error"] is not None
-    assert result.pairs == 3
+    assert node["flatness"]["hessian_eigenvalues"] > 0
+    assert result.pairs == 3 and result.copies == ()
     edges = {(frozenset((e["a"], e["b"])), e["kind"]): e for e in g.edges()}
     for pair in _pairs(g.names):
         for kind in CHEAP:
@@ -65,11 +74,26 @@ def test_end_to_end(study):
             assert e["error_barrier"] >= 0 and e["loss_barrier"] is not None
             assert 0 <= e["t"] <= 1 and e["found"]["evaluations"] > 0
             assert e["found"]["resolution"] == 1 / 16
+            assert e["error_peak"] >= max(g.node(n)["train_error"] for n in pair) - 1e-9
+            assert e["length"] > 0 and e["geodesic_distance"] > 0
+            assert 0 <= e["function_distance"] <= 1
+        # one distance per pair, on every edge of it
+        assert len({edges[(pair, k)]["geodesic_distance"] for k in CHEAP}) == 1
+    straight = [e for e in g.edges() if e["kind"] in ("linear", "aligned")]
+    for e in straight:  # the geodesic distance is measured on the torus, not in parameters
+        assert e["length"] != e["geodesic_distance"]
     bent = {pair for pair, kind in edges if kind == "bent"}
     assert bent == {frozenset(p) for p in result.measured}
     assert len(result.measured) == 1 and len(result.skipped) == 2
-    assert all("budget" in why for _, _, why in result.skipped)
-    assert result.selection is not None and not result.selection.complete
+    # each skipped pair: ruled out by the tree bound, or left when the budget was spent
+    assert all(
+        "budget of 1 measurements spent" in why or ">= tree path max" in why
+        for _, _, why in result.skipped
+    )
+    assert result.selection is not None
+    ruled = sum(">= tree path max" in why for _, _, why in result.skipped)
+    assert result.selection.complete == (ruled == 2)
+
     # the selection measured the pair with the lowest upper bound's tree first: Kruskal order
     table = result.table()
     for text in ("sgd-0", "adv-2", "bent", "1 of 3 pairs measured", "skipped"):
@@ -80,6 +104,10 @@ def test_end_to_end(study):
         assert {u.state for u in units} == {"done"}
         assert sum(u.kind == "train" for u in units) == 3
         assert sum(u.kind == "pair" for u in units) == 3 * 3 + 1
+        assert sum(u.kind == "distance" for u in units) == 3
+        assert sum(u.kind == "flatness" for u in units) == 3
+        assert len(store.metrics()) == 3 + 3 * 2
+
         assert sum(u.kind == "select" for u in units) == 1
 
 
@@ -148,3 +176,87 @@ def test_bad_arguments_are_refused(config, tmp_path):
         run(config, tmp_path, workers=0)
     with pytest.raises(StudyError, match="Executor"):
         run(config, tmp_path, executor=object())
+
+
+def test_a_dask_cluster_gives_the_same_numbers(study, config, tmp_path):
+    """The --scheduler path of the command: a Dask LocalCluster (two worker processes, one
+    thread each) gives the numbers of the run in this process."""
+    distributed = pytest.importorskip("distributed")
+    from funcspace.study.cli import main
+
+    file = tmp_path / "study.toml"
+    file.write_text(config.to_toml())
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        status = main(
+            [
+                "study",
+                str(file),
+                "--out",
+                str(tmp_path / "out"),
+                "--scheduler",
+                cluster.scheduler_address,
+            ]
+        )
+    assert status == 0
+    result = load(tmp_path / "out")
+    assert _values(result) == _values(study[1])
+    assert result.measured == study[1].measured and result.skipped == study[1].skipped
+
+
+def _done_units(out) -> int:
+    file = out / "study.sqlite"
+    if not file.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT count(*) FROM units WHERE state = 'done'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:  # being created
+        return 0
+
+
+def test_sigkill_at_random_points_then_resume(study, config, tmp_path):
+    """The real command, killed with SIGKILL at random points (after a random number of
+    finished units, and once at a random moment), then run again: the same numbers as an
+    uninterrupted run, every unit done once, no duplicate or orphan rows or files."""
+    with StudyStore.open(study[0], readonly=True) as store:
+        total = len(store.units())
+    file = tmp_path / "study.toml"
+    file.write_text(config.to_toml())
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "funcspace", "study", str(file), "--out", str(out)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    rng = random.Random(17)
+    targets = sorted(rng.sample(range(1, total), 3))
+    kills = 0
+    for target in [*targets, None]:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        deadline = time.monotonic() + (rng.uniform(3.0, 8.0) if target is None else 600)
+        while process.poll() is None:
+            if (target is not None and _done_units(out) >= target) or time.monotonic() > deadline:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.02)
+        process.wait()
+    assert kills >= 3  # the three unit counts were reached while the command ran
+    finished = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert finished.returncode == 0, finished.stderr
+    result = load(out)
+    assert _values(result) == _values(study[1])
+    assert result.measured == study[1].measured and result.skipped == study[1].skipped
+    with StudyStore.open(out, readonly=True) as store:
+        units = store.units()
+        assert len(units) == total and {u.state for u in units} == {"done"}
+        # a kill interrupts at most the one unit running then: it is the only one run twice
+        assert sum(u.attempts for u in units) <= total + kills
+        assert len(store.nodes()) == len({n.name for n in store.nodes()}) == 3
+        names = set(store.weight_names())
+        assert {f.stem for f in (out / "weights").iterdir()} == names
+        assert not [f for f in (out / "weights").iterdir() if not f.name.endswith(".safetensors")]

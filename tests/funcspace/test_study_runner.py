@@ -260,3 +260,41 @@ def test_sigkill_at_random_points_then_resume(study, config, tmp_path):
         names = set(store.weight_names())
         assert {f.stem for f in (out / "weights").iterdir()} == names
         assert not [f for f in (out / "weights").iterdir() if not f.name.endswith(".safetensors")]
+
+
+def test_copies_of_one_function_become_one_node(config, tmp_path, monkeypatch):
+    """A minimizer that is another one with its hidden units permuted and rescaled (here:
+    seed 1 replaced by a random symmetry transform of seed 0) is found by its zero geodesic
+    distance, merged into the first, and given no optimized path."""
+    import canonicalize
+    from funcspace.study import units
+
+    original = study_runner.train_unit
+
+    def copying(spec):
+        if spec["seed"] != 1:
+            return original(spec)
+        result = original({**spec, "seed": 0})
+        data = units.dataset(spec["data"])
+        net = units.model(data, spec["model"], 0)
+        net.load_state_dict(result["state"])
+        moved = canonicalize.random_transform(net, data.train[0][:64], seed=5)
+        result["state"] = {k: v.detach().clone() for k, v in moved.state_dict().items()}
+        return result
+
+    monkeypatch.setattr(study_runner, "train_unit", copying)
+    result = run(config, tmp_path, progress=False)
+    ((copy, of, distance),) = result.copies
+    assert (copy, of) == ("sgd-1", "sgd-0") and distance < study_runner.COPY_TOLERANCE
+    assert result.graph.names == ["sgd-0", "adv-2"]
+    assert result.graph.node("sgd-0")["merged"] == ["sgd-1"]
+    # the copy's weights differ (it was moved), its function does not
+    with StudyStore.open(tmp_path, readonly=True) as store:
+        a, b = store.load_weights("sgd-0"), store.load_weights("sgd-1")
+    assert any((a[k] - b[k]).abs().max() > 1e-3 for k in a)
+    assert result.selection.n == 2 and result.measured == (("adv-2", "sgd-0"),)
+    why = {(a, b): w for a, b, w in result.skipped}
+    assert why[("sgd-0", "sgd-1")].startswith("sgd-1 is a copy of sgd-0")
+    assert why[("adv-2", "sgd-1")].startswith("sgd-1 is a copy of sgd-0")
+    assert "sgd-1 is a copy of sgd-0" in result.table()
+    assert load(tmp_path).copies == result.copies

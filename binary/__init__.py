@@ -1,6 +1,122 @@
-"""binary: networks with binary weights and activations, their symmetries and paths.
+"""binary: networks with binary weights and activations, their training, symmetries and paths.
 
-Built on canonicalize and the funcspace core in a later issue; nothing is public yet.
+The networks:
+
+- ``binary.layers``: :class:`BinaryLinear`, :class:`BinaryConv2d` (latent real weights,
+  +-1 forward, straight-through gradient, latent weights clipped to [-1, 1] after every
+  optimizer step), :class:`BinarySign` (canonicalize's ``Sign`` with sign(0) = +1 and a
+  hardtanh straight-through gradient), :func:`binarize` (the one convention: sign(0) = +1);
+- ``binary.models``: :func:`perceptron`, :func:`committee` (tree or fully connected),
+  :func:`binary_mlp`, :func:`binary_cnn`; they train through :func:`funcspace.train` with
+  any of its methods;
+- ``binary.rules``: the clipped perceptron rule (:func:`train_perceptron_rule`) for the
+  perceptron and the committee machine;
+- ``binary.export``: :func:`export` (a plain model with weights exactly +-1, the same
+  function bit for bit), :func:`check_binary` and :func:`is_binary`;
+- ``binary.kernels``: exact +-1 products in int8 with int32 accumulation where that is fast
+  (:func:`binary_matmul`, :func:`binary_linear_stacked`).
+
+Their geometry (on exported, plain binary networks):
+
+- ``binary.symmetry``: the symmetries (hidden-unit permutations and sign reversals, found by
+  canonicalize's discovery), :func:`canonical_form` (weights stay +-1), :func:`align` (the
+  paper's absolute-cosine matching, then sign flips), :func:`random_transform`,
+  :func:`equivalent`;
+- ``binary.distance``: :func:`hamming_distance` and :func:`overlap`, after alignment;
+- ``binary.hamming``: :func:`hamming_path` (a :class:`paths.Path` flipping one weight per
+  step, in a random or greedy order; it plugs into ``paths.profile`` and ``paths.barrier``),
+  :func:`hamming_barriers` (over several random orders), :func:`hamming_midpoint`,
+  :func:`hamming_bent` (the binary single-bend path);
+- ``binary.energy``: :func:`local_energy` (the error increase when a fraction of the
+  weights is flipped).
 """
 
-__all__: list[str] = []
+from .distance import HammingDistance, hamming_distance, overlap
+from .energy import DEFAULT_FRACTIONS, BinaryLocalEnergy, local_energy
+from .errors import BinaryError
+from .export import check_binary, export, is_binary
+from .hamming import (
+    ORDERS,
+    HammingBarriers,
+    HammingBentPath,
+    HammingPath,
+    hamming_barriers,
+    hamming_bent,
+    hamming_midpoint,
+    hamming_path,
+)
+from .kernels import (
+    binary_linear,
+    binary_linear_stacked,
+    binary_matmul,
+    int8_preferred,
+    int8_supported,
+)
+from .layers import (
+    BinaryConv2d,
+    BinaryLinear,
+    BinarySign,
+    LatentWeight,
+    SumUnits,
+    TwoClassReadout,
+    binarize,
+    clip_latent_,
+)
+from .models import binary_cnn, binary_mlp, committee, perceptron
+from .rules import RULE, train_perceptron_rule
+from .symmetry import (
+    BINARY_LAYERS,
+    align,
+    binary_weights,
+    canonical_form,
+    equivalent,
+    random_transform,
+    symmetries,
+)
+
+__all__ = [
+    "BINARY_LAYERS",
+    "DEFAULT_FRACTIONS",
+    "ORDERS",
+    "RULE",
+    "BinaryConv2d",
+    "BinaryError",
+    "BinaryLinear",
+    "BinaryLocalEnergy",
+    "BinarySign",
+    "HammingBarriers",
+    "HammingBentPath",
+    "HammingDistance",
+    "HammingPath",
+    "LatentWeight",
+    "SumUnits",
+    "TwoClassReadout",
+    "align",
+    "binarize",
+    "binary_cnn",
+    "binary_linear",
+    "binary_linear_stacked",
+    "binary_matmul",
+    "binary_mlp",
+    "binary_weights",
+    "canonical_form",
+    "check_binary",
+    "clip_latent_",
+    "committee",
+    "equivalent",
+    "export",
+    "hamming_barriers",
+    "hamming_bent",
+    "hamming_distance",
+    "hamming_midpoint",
+    "hamming_path",
+    "int8_preferred",
+    "int8_supported",
+    "is_binary",
+    "local_energy",
+    "overlap",
+    "perceptron",
+    "random_transform",
+    "symmetries",
+    "train_perceptron_rule",
+]

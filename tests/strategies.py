@@ -194,3 +194,88 @@ def models() -> st.SearchStrategy[Case]:
 
 
 group_seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def binary_mlps(draw, batchnorm: bool | None = None) -> Case:
+    """Plain binary MLPs: Linear layers with weights exactly +-1, Sign activations, depth 1-3,
+    widths 1-6, optionally BatchNorm before each sign; a sign output or 2-3 logits.
+
+    No pre-activation is ever exactly 0 (where a sign reversal would change the output):
+    without biases every fan-in that reads signs is odd (an odd sum of +-1 is never 0); biases
+    are half-integers (a sum of +-1 plus a half-integer is never 0); the first layer reads
+    real-valued inputs. Float64, eval mode, random BatchNorm statistics and parameters.
+    """
+    d_in = draw(st.sampled_from((1, 3, 5)))
+    depth = draw(st.integers(1, 3))
+    bias = draw(st.booleans())
+    batchnorm = draw(st.booleans()) if batchnorm is None else batchnorm
+    width = st.integers(1, 6) if bias else st.sampled_from((1, 3, 5))
+    widths = draw(st.lists(width, min_size=depth, max_size=depth))
+    layers: list[nn.Module] = []
+    prev = d_in
+    for w in widths:
+        layers.append(nn.Linear(prev, w, bias=bias))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(w))
+        layers.append(Sign())
+        prev = w
+    if draw(st.booleans()):
+        layers += [nn.Linear(prev, 1, bias=bias), Sign()]
+    else:
+        layers.append(nn.Linear(prev, draw(st.integers(2, 3)), bias=bias))
+    model = nn.Sequential(*layers).double()
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                shape = module.weight.shape
+                module.weight.copy_(torch.randint(0, 2, shape, generator=generator) * 2.0 - 1)
+                if module.bias is not None:
+                    half = torch.randint(-2, 2, module.bias.shape, generator=generator) + 0.5
+                    module.bias.copy_(half)
+    randomize_batchnorm(model, generator)
+    model.eval()
+    x = torch.randn((16, d_in), generator=generator, dtype=torch.float64)
+    return Case("binary_mlp", model, x)
+
+
+@st.composite
+def binary_models(draw) -> Case:
+    """Binary training models of every reference family (binary.models): perceptron,
+    committee (tree or fully connected, sum or majority), binary MLP and CNN (with or without
+    BatchNorm); small sizes, seeded latent weights, random BatchNorm statistics and
+    parameters, float64, eval mode, with real-valued inputs."""
+    import binary
+
+    family = draw(st.sampled_from(("perceptron", "committee", "binary_mlp", "binary_cnn")))
+    seed = draw(st.integers(0, 2**31 - 1))
+    batchnorm = draw(st.booleans())
+    if family == "perceptron":
+        d_in = draw(st.integers(1, 12))
+        model, shape = binary.perceptron(d_in, seed=seed), (d_in,)
+    elif family == "committee":
+        units = draw(st.sampled_from((1, 3, 5)))
+        tree = draw(st.booleans())
+        d_in = units * draw(st.integers(1, 4)) if tree else draw(st.integers(1, 12))
+        output = draw(st.sampled_from(("sum", "majority")))
+        model = binary.committee(d_in, units, tree=tree, output=output, seed=seed)
+        shape = (d_in,)
+    elif family == "binary_mlp":
+        d_in = draw(st.integers(1, 8))
+        widths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
+        classes = draw(st.integers(2, 4))
+        model = binary.binary_mlp(d_in, widths, classes, batchnorm=batchnorm, seed=seed)
+        shape = (d_in,)
+    else:
+        size = draw(st.sampled_from((4, 6, 8)))
+        channels = draw(st.lists(st.integers(1, 4), min_size=1, max_size=2))
+        c_in = draw(st.integers(1, 2))
+        model = binary.binary_cnn(c_in, size, 3, channels=channels, batchnorm=batchnorm, seed=seed)
+        shape = (c_in, size, size)
+    model = model.double()
+    generator = torch.Generator().manual_seed(seed)
+    randomize_batchnorm(model, generator)
+    model.eval()
+    x = torch.randn((12, *shape), generator=generator, dtype=torch.float64)
+    return Case(family, model, x)

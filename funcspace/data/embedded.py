@@ -44,6 +44,7 @@ from funcspace.errors import DataError
 __all__ = [
     "HIDDEN_MANIFOLD_NONLINEARITIES",
     "TEACHER_ACTIVATIONS",
+    "TEACHER_WEIGHTS",
     "HiddenManifold",
     "digits",
     "hidden_manifold",
@@ -54,7 +55,9 @@ __all__ = [
 ]
 
 #: Activations of :func:`teacher_network`.
-TEACHER_ACTIVATIONS = ("tanh", "relu", "leaky_relu", "identity")
+TEACHER_ACTIVATIONS = ("tanh", "relu", "leaky_relu", "identity", "sign")
+#: Weights of :func:`teacher_network`: Gaussian, or +-1 (a binary teacher).
+TEACHER_WEIGHTS = ("gaussian", "binary")
 #: Non-linearities ``f`` of the hidden manifold model.
 HIDDEN_MANIFOLD_NONLINEARITIES = ("tanh", "sign", "relu", "erf", "identity")
 
@@ -262,6 +265,10 @@ def _widths(hidden: object) -> list[int]:
 
 
 def _activation(name: str) -> nn.Module:
+    if name == "sign":
+        from canonicalize import Sign  # the sign activation canonicalize knows
+
+        return Sign()
     return {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "identity": nn.Identity}[
         name
     ]()
@@ -273,6 +280,7 @@ def teacher_network(
     n_classes: int = 10,
     *,
     activation: str = "tanh",
+    weights: str = "gaussian",
     seed: int = 0,
 ) -> nn.Sequential:
     """The random teacher of :func:`teacher_student`: an MLP without biases, Gaussian weights.
@@ -280,6 +288,12 @@ def teacher_network(
     Each weight is drawn from N(0, 1/fan_in) (so pre-activations stay of order one) and rounded
     to float32, so the float32 module and its float64 copy hold the same numbers. The default
     ``tanh`` keeps hidden features centred, which keeps the argmax classes roughly balanced.
+
+    ``weights="binary"`` draws every weight as +-1 with equal odds instead (a binary teacher, for
+    binary students; use ``activation="sign"``). With two classes its output is then one unit
+    ``z`` read out as the logits ``(-z, z)`` by a last ``Linear(1, 2)`` with fixed weights
+    ``(-1, +1)``: class 1 where ``z > 0``, the function of a binary perceptron (``hidden=()``)
+    or committee-like network, which two free +-1 output rows could not express.
 
     Parameters
     ----------
@@ -289,7 +303,9 @@ def teacher_network(
         Hidden widths; ``()`` gives a linear teacher.
     n_classes : int
         Number of outputs (classes), at least 2.
-    activation : {"tanh", "relu", "leaky_relu", "identity"}
+    activation : {"tanh", "relu", "leaky_relu", "identity", "sign"}
+    weights : {"gaussian", "binary"}
+        Gaussian weights, or +-1 weights (a binary teacher).
     seed : int
         Seed of the weights; the global random state is not used.
 
@@ -307,16 +323,26 @@ def teacher_network(
     input_dim = _check_int("input_dim", input_dim)
     widths = [input_dim, *_widths(hidden), _check_int("n_classes", n_classes, minimum=2)]
     activation = _check_choice("activation", activation, TEACHER_ACTIVATIONS)
+    binary = _check_choice("weights", weights, TEACHER_WEIGHTS) == "binary"
+    if binary and widths[-1] == 2:
+        widths[-1] = 1  # one output unit, read out as (-z, z) below
     rng = _rng(_check_seed(seed), _TEACHER)
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         # skip_init: no draw from torch's global generator
         linear = nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=False)
-        weight = rng.standard_normal((fan_out, fan_in)) / math.sqrt(fan_in)
+        if binary:
+            weight = rng.integers(0, 2, (fan_out, fan_in)) * 2.0 - 1.0
+        else:
+            weight = rng.standard_normal((fan_out, fan_in)) / math.sqrt(fan_in)
         linear.weight.data = torch.from_numpy(weight.astype(np.float32))
         layers.append(linear)
         if i < len(widths) - 2:
             layers.append(_activation(activation))
+    if binary and widths[-1] == 1:
+        readout = nn.utils.skip_init(nn.Linear, 1, 2, bias=False)
+        readout.weight.data = torch.tensor([[-1.0], [1.0]])
+        layers.append(readout)
     return nn.Sequential(*layers)
 
 
@@ -327,13 +353,14 @@ def teacher_student(
     n_classes: int = 10,
     n_samples: int = 6000,
     activation: str = "tanh",
+    weights: str = "gaussian",
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> Dataset:
     """Standard Gaussian inputs labelled by the argmax of a random teacher MLP.
 
     The teacher is ``teacher_network(input_dim, hidden, n_classes, activation=activation,
-    seed=seed)``; inputs are rounded to float32 and labelled in float64, so
+    weights=weights, seed=seed)``; inputs are rounded to float32 and labelled in float64, so
     ``teacher.double()(x.double()).argmax(1)`` gives back the labels. Label noise is the
     ``label_noise`` control of :func:`funcspace.data.load` (training labels only).
 
@@ -347,8 +374,11 @@ def teacher_student(
         Number of classes (teacher outputs).
     n_samples : int
         Number of examples, before the train/test split.
-    activation : {"tanh", "relu", "leaky_relu", "identity"}
+    activation : {"tanh", "relu", "leaky_relu", "identity", "sign"}
         Teacher activation.
+    weights : {"gaussian", "binary"}
+        Teacher weights: Gaussian, or +-1 (a binary teacher: with ``hidden=()`` and two
+        classes, a binary perceptron; see :func:`teacher_network`).
     test_fraction : float in [0, 1)
         Share of examples held out for testing.
     seed : int
@@ -366,7 +396,9 @@ def teacher_student(
     >>> data.train[0].shape, data.n_classes
     (torch.Size([80, 5]), 3)
     """
-    teacher = teacher_network(input_dim, hidden, n_classes, activation=activation, seed=seed)
+    teacher = teacher_network(
+        input_dim, hidden, n_classes, activation=activation, weights=weights, seed=seed
+    )
     n_samples = _check_int("n_samples", n_samples, minimum=2)
     x = _rng(seed, _SAMPLES).standard_normal((n_samples, input_dim))
     x = torch.from_numpy(x.astype(np.float32).astype(np.float64))
@@ -379,6 +411,7 @@ def teacher_student(
         "n_classes": n_classes,
         "n_samples": n_samples,
         "activation": activation,
+        "weights": weights,
         "test_fraction": float(test_fraction),
         "seed": seed,
         "class_counts": torch.bincount(y, minlength=n_classes).tolist(),

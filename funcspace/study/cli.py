@@ -202,4 +202,3 @@ def _show(args: argparse.Namespace) -> int:
         log.info("no study result to show (%s); showing the store's tables", e)
     print(head + (table if table is not None else tables))
     return 0
-

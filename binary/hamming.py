@@ -1,0 +1,622 @@
+"""Hamming paths between binary networks: the differing weights flipped one at a time.
+
+A :class:`HammingPath` is a :class:`paths.Path` (kind ``"hamming"``), so :func:`paths.profile`
+and :func:`paths.barrier` measure it like any other path, all its points in one batched
+evaluation. Its points are the ``H + 1`` networks met when the ``H`` weights on which ``a``
+and the aligned ``b`` differ are flipped in some order: every point is binary and each step
+changes one weight, so its length is the Hamming distance. ``t`` in ``[0, 1]`` maps to step
+``k = floor(t * H + 1/2)`` (rounding half up): ``t = 0`` is ``a``, ``t = 1`` the aligned ``b``,
+and ``t = k / H`` is the point after ``k`` flips.
+
+Real-valued parameters (biases, BatchNorm parameters; equal ends leave them fixed) and
+BatchNorm statistics move linearly with the fraction of flips done, ``k / H``, so a point is
+determined by its step alone. A network with one sign output and +-1 targets is measured with
+``settings=Settings(metrics="sign_error")`` (``paths.profile`` defaults to class error and loss);
+the functions here that take ``metric="auto"`` choose it themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from funcspace.evaluation import Evaluator, Settings
+from funcspace.params import Params, Stacked, buffers_of, parameters_of
+from paths import Barrier, BentPath, Path, barrier
+from paths.path import check_times
+
+from .distance import aligned_pair
+from .errors import BinaryError
+from .symmetry import binary_weights, default_metric, infer_example_input
+
+ORDERS = ("random", "greedy")
+# Stacked parameters of one block of candidate flips, in bytes.
+_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True, eq=False)
+class HammingPath(Path):
+    """A path that flips the differing binary weights of two networks one at a time.
+
+    It has the attributes of :class:`paths.Path` and these.
+
+    Attributes
+    ----------
+    aligned : nn.Module
+        The end as the path reaches it: ``b`` aligned to ``a`` (``b`` itself without
+        alignment); the same function as ``b``.
+    names : tuple of str
+        The binary tensors, in the order of the flat index.
+    flips : Tensor
+        The flat indices (into the binary tensors concatenated) in the order they are flipped.
+    order : {"random", "greedy"}
+    seed : int
+    values : numpy array or None
+        For a greedy path, the metric after each step (``H`` values), as the search found it.
+    metric : str or None
+        The metric the greedy order minimized.
+    """
+
+    aligned: Any = None
+    names: tuple[str, ...] = ()
+    flips: Any = None
+    order: str = "random"
+    seed: int = 0
+    values: Any = None
+    metric: str | None = None
+
+    @property
+    def length(self) -> int:
+        """The number of flips, the Hamming distance of the ends."""
+        return len(self.flips)
+
+    def steps(self, t: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
+        """The step ``k = floor(t * H + 1/2)`` of every ``t``."""
+        ts = check_times(t)
+        return np.floor(ts * self.length + 0.5).astype(np.int64)
+
+    def _fractions(self, ts: np.ndarray) -> np.ndarray:
+        h = self.length
+        return self.steps(ts) / h if h else ts
+
+    def params(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
+        """The parameters at every ``t``, stacked along a leading axis of ``len(t)``."""
+        ts = check_times(t)
+        k = torch.as_tensor(self.steps(ts))
+        like = self.origin[self.names[0]]
+        start = torch.cat([self.origin[n].reshape(-1) for n in self.names])
+        rank = torch.full((len(start),), self.length, dtype=torch.long)
+        rank[self.flips] = torch.arange(self.length)
+        flipped = rank.unsqueeze(0) < k.unsqueeze(1)
+        points = torch.where(flipped.to(like.device), -start, start)
+        out, offset = {}, 0
+        for name in self.names:
+            size = self.origin[name].numel()
+            out[name] = points[:, offset : offset + size].reshape(len(ts), *self.origin[name].shape)
+            offset += size
+        s = torch.as_tensor(self._fractions(ts), dtype=like.dtype, device=like.device)
+        for name, value in self.origin.items():
+            if name not in out:
+                shape = (-1, *([1] * value.ndim))
+                out[name] = value.unsqueeze(0) + s.reshape(shape) * self.direction[name]
+        return {name: out[name] for name in self.origin}
+
+    def buffers(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
+        """The BatchNorm statistics at every ``t``: the ends' interpolated at ``k / H``."""
+        return Path.buffers(self, self._fractions(check_times(t)))
+
+    def _end_buffers(self) -> tuple[Params, Params]:
+        return buffers_of(self.start), buffers_of(self.aligned)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: the kind, the order and its seed, the Hamming distance."""
+        total = sum(self.origin[n].numel() for n in self.names)
+        return {
+            **super().to_dict(),
+            "order": self.order,
+            "seed": self.seed,
+            "hamming_distance": self.length,
+            "binary_weights": total,
+            "metric": self.metric,
+        }
+
+    def __repr__(self) -> str:
+        total = sum(self.origin[n].numel() for n in self.names)
+        return (
+            f"HammingPath({self.order}, {type(self.start).__name__}, {self.length} flips of "
+            f"{total} binary weights)"
+        )
+
+
+def _check_order(order: object, data: object) -> None:
+    if order not in ORDERS:
+        raise BinaryError(f"order must be one of {ORDERS}, got {order!r}")
+    if order == "greedy" and data is None:
+        raise BinaryError("order='greedy' needs data (the training set whose error it keeps low)")
+
+
+def _check_candidates(candidates: object) -> None:
+    if candidates is not None and (
+        isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+    ):
+        raise BinaryError(f"candidates must be a positive integer or None, got {candidates!r}")
+
+
+def _settings(
+    settings: Settings | None, metric: str, model: nn.Module, x: Tensor
+) -> tuple[Settings, str]:
+    base = Settings() if settings is None else settings
+    if not isinstance(base, Settings):
+        raise BinaryError(f"settings must be a funcspace.evaluation.Settings, got {base!r}")
+    chosen = default_metric(model, x) if metric == "auto" else metric
+    measured = replace(base, metrics=(chosen,))
+    return measured, measured.metric_names[0]
+
+
+def hamming_path(
+    a: nn.Module,
+    b: nn.Module,
+    order: str = "random",
+    *,
+    seed: int = 0,
+    data: Any = None,
+    example_input: Tensor | None = None,
+    align: bool = True,
+    method: str = "cosine",
+    metric: str = "auto",
+    candidates: int | None = None,
+    settings: Settings | None = None,
+) -> HammingPath:
+    """The path from ``a`` to (the aligned) ``b`` that flips their differing weights one at a
+    time (see the module docstring for ``t``).
+
+    Parameters
+    ----------
+    a, b : nn.Module
+        Plain binary networks of one architecture (left untouched).
+    order : {"random", "greedy"}
+        ``"random"``: a uniformly random order (the binary geodesic; average the barriers of
+        several with :func:`hamming_barriers`). ``"greedy"``: at each step the flip that keeps
+        ``metric`` on ``data`` lowest (ties broken at random), every candidate flip of a step
+        evaluated in one batched pass: about ``H^2 / 2`` network evaluations in all.
+    seed : int
+        Seed of the random order, or of the greedy tie-breaking and candidate draws.
+    data : Dataset or (inputs, targets), optional
+        Needed for ``"greedy"``; its inputs also serve as example inputs.
+    example_input : Tensor, optional
+        Inputs to trace the models for alignment (default: from ``data``, or 16 seeded normal
+        inputs for a Linear first layer).
+    align : bool
+        Align ``b`` to ``a`` first (:func:`binary.align`).
+    method : {"cosine", "weights"}
+        The alignment method.
+    metric : str
+        What greedy minimizes: ``"auto"`` (``"sign_error"`` for one output, else ``"error"``)
+        or a metric name or :class:`funcspace.metrics.Metric`.
+    candidates : int, optional
+        Greedy only: evaluate at most this many randomly drawn remaining flips per step
+        (``None``: all of them), which makes each step cost ``candidates`` evaluations.
+    settings : Settings, optional
+        Greedy only: how the candidates are evaluated (batch size, ...; the metric above).
+
+    Returns
+    -------
+    HammingPath
+
+    Raises
+    ------
+    BinaryError
+        For real-valued weights, two architectures, an unknown order, or greedy without data.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a, b = nn.Linear(5, 1, bias=False), nn.Linear(5, 1, bias=False)
+    >>> _ = a.weight.data.copy_(torch.tensor([[1.0, 1.0, 1.0, -1.0, 1.0]]))
+    >>> _ = b.weight.data.copy_(torch.tensor([[1.0, -1.0, 1.0, 1.0, -1.0]]))
+    >>> path = hamming_path(a, b, seed=0)
+    >>> path.length, path.params([0.0, 1 / 3, 1.0])["weight"].abs().sum(-1).flatten().tolist()
+    (3, [5.0, 5.0, 5.0])
+    """
+    _check_order(order, data)
+    _check_candidates(candidates)
+    x = example_input if not align and order == "random" else _example(a, example_input, data)
+    moved, names = aligned_pair(a, b, x, align=align, method=method)
+    path = _build(a, b, moved, names, order, int(seed))
+    if order == "random":
+        return path
+    settings, chosen = _settings(settings, metric, a, _example(a, example_input, data))
+    flips, values = _greedy(path, data, settings, candidates, int(seed))
+    return replace(path, flips=flips, values=values, metric=chosen)
+
+
+def _example(a: nn.Module, example: Tensor | None, data: Any) -> Tensor:
+    return infer_example_input(a, example, data)
+
+
+def _differing(path: HammingPath) -> tuple[Tensor, Tensor]:
+    """The binary vector of the start and the flat indices where the end differs."""
+    end = parameters_of(path.aligned)
+    start = torch.cat([path.origin[n].reshape(-1) for n in path.names])
+    stop = torch.cat([end[n].reshape(-1).to(start) for n in path.names])
+    return start, torch.nonzero(start != stop).flatten()
+
+
+def _build(
+    a: nn.Module, b: nn.Module, moved: nn.Module, names: tuple[str, ...], order: str, seed: int
+) -> HammingPath:
+    origin, end = parameters_of(a), parameters_of(moved)
+    direction = {n: end[n].to(v) - v for n, v in origin.items()}
+    path = HammingPath(
+        start=a,
+        end=b,
+        kind="hamming",
+        origin=origin,
+        direction=direction,
+        aligned=moved,
+        names=names,
+        flips=torch.zeros(0, dtype=torch.long),
+        order=order,
+        seed=seed,
+    )
+    _, differing = _differing(path)
+    generator = torch.Generator().manual_seed(seed)
+    flips = differing[torch.randperm(len(differing), generator=generator)]
+    return replace(path, flips=flips)
+
+
+def _greedy(
+    path: HammingPath, data: Any, settings: Settings, candidates: int | None, seed: int
+) -> tuple[Tensor, np.ndarray]:
+    current, differing = _differing(path)
+    h = len(differing)
+    evaluator = Evaluator(path.start, settings)
+    metric = settings.metric_names[0]
+    generator = torch.Generator().manual_seed(seed)
+    remaining = torch.ones(h, dtype=torch.bool)
+    chosen: list[int] = []
+    values: list[float] = []
+    block = max(1, _BLOCK_BYTES // max(1, current.numel() * current.element_size()))
+    for step in range(h):
+        pool = torch.nonzero(remaining).flatten()
+        pool = pool[torch.randperm(len(pool), generator=generator)]
+        if candidates is not None:
+            pool = pool[:candidates]
+        fraction = (step + 1) / h
+        found = []
+        for i in range(0, len(pool), block):
+            flips = differing[pool[i : i + block]]
+            points = _flipped(path, current, flips, fraction)
+            found.append(np.asarray(evaluator.evaluate(points, data)[metric]))
+        scores = np.concatenate(found)
+        best = int(np.argmin(scores))  # the first minimum: ties go to the random draw
+        pick = int(pool[best])
+        remaining[pick] = False
+        current[differing[pick]] = -current[differing[pick]]
+        chosen.append(int(differing[pick]))
+        values.append(float(scores[best]))
+    return torch.as_tensor(chosen, dtype=torch.long), np.asarray(values)
+
+
+def _flipped(path: HammingPath, current: Tensor, flips: Tensor, fraction: float) -> Stacked:
+    """The networks ``current`` with one of ``flips`` flipped each, the real parameters and
+    statistics at ``fraction`` of the path."""
+    n = len(flips)
+    points = current.unsqueeze(0).repeat(n, 1)
+    rows = torch.arange(n)
+    points[rows, flips] = -points[rows, flips]
+    params, offset = {}, 0
+    for name in path.names:
+        size = path.origin[name].numel()
+        params[name] = points[:, offset : offset + size].reshape(n, *path.origin[name].shape)
+        offset += size
+    for name, value in path.origin.items():
+        if name not in params:
+            moved = value + fraction * path.direction[name]
+            params[name] = moved.unsqueeze(0).expand(n, *value.shape)
+    params = {name: params[name] for name in path.origin}
+    buffers = Path.buffers(path, [fraction])
+    if not buffers:
+        return Stacked(path.start, params, {}, shared_buffers=True)
+    stacked = {k: v.expand(n, *v.shape[1:]) for k, v in buffers.items()}
+    return Stacked(path.start, params, stacked, shared_buffers=False)
+
+
+@dataclass(frozen=True)
+class HammingBarriers:
+    """Barriers along several random Hamming paths between two networks.
+
+    Attributes
+    ----------
+    heights, peaks : numpy arrays (orders,)
+        Each path's :class:`paths.Barrier` height (above the chord of the end values) and peak
+        (the highest value: the toroids paper's barrier).
+    mean, std : float
+        Mean and standard deviation (population) of the heights.
+    peak_mean, peak_std : float
+        The same for the peaks.
+    seeds : tuple of int
+        The seed of each order.
+    distance : int
+        The Hamming distance of the (aligned) ends: every path's length.
+    metric : str
+    barriers : tuple of paths.Barrier
+        Each path's barrier, with its evaluated profile.
+    """
+
+    heights: np.ndarray
+    peaks: np.ndarray
+    mean: float
+    std: float
+    peak_mean: float
+    peak_std: float
+    seeds: tuple[int, ...]
+    distance: int
+    metric: str
+    barriers: tuple[Barrier, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON (each barrier with its profile)."""
+        return {
+            "heights": self.heights.tolist(),
+            "peaks": self.peaks.tolist(),
+            "mean": self.mean,
+            "std": self.std,
+            "peak_mean": self.peak_mean,
+            "peak_std": self.peak_std,
+            "seeds": list(self.seeds),
+            "distance": self.distance,
+            "metric": self.metric,
+            "barriers": [b.to_dict() for b in self.barriers],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"HammingBarriers({self.metric} barrier {self.mean:.4g} +- {self.std:.4g} over "
+            f"{len(self.seeds)} random orders; peak {self.peak_mean:.4g} +- {self.peak_std:.4g}; "
+            f"Hamming distance {self.distance})"
+        )
+
+
+def hamming_barriers(
+    a: nn.Module,
+    b: nn.Module,
+    data: Any,
+    orders: int = 8,
+    *,
+    seed: int = 0,
+    metric: str = "auto",
+    example_input: Tensor | None = None,
+    align: bool = True,
+    method: str = "cosine",
+    resolution: float | None = None,
+    coarse: float = 1 / 32,
+    batchnorm: str | None = None,
+    settings: Settings | None = None,
+) -> HammingBarriers:
+    """The barrier along ``orders`` random Hamming paths from ``a`` to the aligned ``b``: each
+    path's :func:`paths.barrier`, their mean and spread.
+
+    Parameters
+    ----------
+    a, b : nn.Module
+        Plain binary networks of one architecture; ``b`` is aligned to ``a`` once.
+    data : Dataset or (inputs, targets)
+        What the barrier is measured on (the training data).
+    orders : int
+        Number of random orders.
+    seed : int
+        Seed of the orders' seeds.
+    metric : str
+        ``"auto"`` (``"sign_error"`` for one output, else ``"error"``) or a metric name.
+    example_input, align, method
+        As in :func:`hamming_path`.
+    resolution : float, optional
+        The grid of :func:`paths.barrier`, a power of one half; default one grid point per
+        flip (the power of one half at or below ``1 / H``), at most 1025 points.
+    coarse, batchnorm, settings
+        As in :func:`paths.barrier`.
+
+    Returns
+    -------
+    HammingBarriers
+
+    Raises
+    ------
+    BinaryError
+        As :func:`hamming_path`, or for ``orders < 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from canonicalize import Sign
+    >>> g = torch.Generator().manual_seed(0)
+    >>> def net():
+    ...     m = nn.Sequential(nn.Linear(5, 1, bias=False), Sign())
+    ...     _ = m[0].weight.data.copy_(torch.randint(0, 2, (1, 5), generator=g) * 2.0 - 1)
+    ...     return m
+    >>> a, b = net(), net()
+    >>> x = torch.randn(50, 5, generator=g)
+    >>> found = hamming_barriers(a, b, (x, a(x).flatten()), orders=3)
+    >>> len(found.heights), found.metric, found.barriers[0].ends[0]
+    (3, 'sign_error', 0.0)
+    """
+    if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
+        raise BinaryError(f"orders must be a positive integer, got {orders!r}")
+    x = _example(a, example_input, data)
+    moved, names = aligned_pair(a, b, x, align=align, method=method)
+    measured, chosen = _settings(settings, metric, a, x)
+    seeds = tuple(int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, orders))
+    found, length = [], 0
+    for s in seeds:
+        path = _build(a, b, moved, names, "random", s)
+        length = path.length
+        grid = _resolution(path.length) if resolution is None else resolution
+        found.append(
+            barrier(
+                path,
+                data,
+                measured.metrics[0],
+                resolution=grid,
+                coarse=coarse,
+                batchnorm=batchnorm,
+                settings=settings,
+            )
+        )
+    heights = np.array([f.height for f in found])
+    peaks = np.array([f.peak for f in found])
+    return HammingBarriers(
+        heights=heights,
+        peaks=peaks,
+        mean=float(heights.mean()),
+        std=float(heights.std()),
+        peak_mean=float(peaks.mean()),
+        peak_std=float(peaks.std()),
+        seeds=seeds,
+        distance=length,
+        metric=chosen,
+        barriers=tuple(found),
+    )
+
+
+def _resolution(length: int) -> float:
+    return 1.0 / min(2 ** math.ceil(math.log2(max(length, 1))), 1024)
+
+
+@dataclass(frozen=True, eq=False)
+class HammingBentPath(BentPath):
+    """Two Hamming paths joined at a binary bend: ``t`` in [0, 1/2] runs the first (``a`` to the
+    bend), [1/2, 1] the second (the bend to ``b``); see :class:`paths.BentPath`."""
+
+    @property
+    def length(self) -> int:
+        """Flips along both legs."""
+        return self.first.length + self.second.length
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: the kind and the flips of each leg."""
+        legs = [self.first.length, self.second.length]
+        return {**super().to_dict(), "legs": legs, "hamming_length": sum(legs)}
+
+
+def hamming_midpoint(
+    a: nn.Module,
+    b: nn.Module,
+    *,
+    seed: int = 0,
+    example_input: Tensor | None = None,
+    align: bool = True,
+    method: str = "cosine",
+) -> nn.Module:
+    """A binary network half way between ``a`` and the aligned ``b``: ``floor(H / 2)`` of the
+    ``H`` differing weights of ``a``, drawn at random, flipped (real parameters averaged).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a, b = nn.Linear(4, 1, bias=False), nn.Linear(4, 1, bias=False)
+    >>> _ = a.weight.data.fill_(1.0)
+    >>> _ = b.weight.data.fill_(-1.0)
+    >>> int((hamming_midpoint(a, b).weight < 0).sum())
+    2
+    """
+    path = hamming_path(a, b, seed=seed, example_input=example_input, align=align, method=method)
+    h = path.length
+    return path.at((h // 2) / h if h else 0.0)
+
+
+def hamming_bent(
+    a: nn.Module,
+    mid: nn.Module | None,
+    b: nn.Module,
+    *,
+    train: Callable[[nn.Module], nn.Module] | None = None,
+    order: str = "random",
+    seed: int = 0,
+    data: Any = None,
+    example_input: Tensor | None = None,
+    align: bool = True,
+    method: str = "cosine",
+    metric: str = "auto",
+    candidates: int | None = None,
+    settings: Settings | None = None,
+) -> HammingBentPath:
+    """The binary single-bend path: ``a`` to a binary bend, then the bend to ``b``, each leg a
+    Hamming path (:func:`hamming_path`; the bend aligned to ``a``, ``b`` to the bend).
+
+    Parameters
+    ----------
+    a, b : nn.Module
+        Plain binary networks of one architecture.
+    mid : nn.Module or None
+        The bend; None: :func:`hamming_midpoint` of ``a`` and ``b`` (seeded by ``seed``).
+    train : callable, optional
+        ``train(mid) -> nn.Module``, applied to the bend before the legs are built: the toroids
+        paper trains it to zero training error (binary training, then export to a plain
+        network with +-1 weights).
+    order, seed, data, example_input, align, method, metric, candidates, settings
+        As in :func:`hamming_path` (the second leg's seed is ``seed + 1``).
+
+    Returns
+    -------
+    HammingBentPath
+        Its ``bend`` is the bend as the path meets it (aligned to ``a``).
+
+    Raises
+    ------
+    BinaryError
+        As :func:`hamming_path`, or when ``train`` returns something that is not a plain binary
+        network of the architecture.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a, b = nn.Linear(4, 1, bias=False), nn.Linear(4, 1, bias=False)
+    >>> _ = a.weight.data.fill_(1.0)
+    >>> _ = b.weight.data.fill_(-1.0)
+    >>> path = hamming_bent(a, None, b)
+    >>> path.length, path.kind, torch.equal(path.params([1.0])["weight"][0], b.weight.detach())
+    (4, 'hamming_bent', True)
+    """
+    options = dict(
+        order=order,
+        data=data,
+        example_input=example_input,
+        align=align,
+        method=method,
+        metric=metric,
+        candidates=candidates,
+        settings=settings,
+    )
+    if mid is None:
+        mid = hamming_midpoint(
+            a, b, seed=seed, example_input=example_input, align=align, method=method
+        )
+    if train is not None:
+        mid = train(mid)
+        binary_weights(mid, "the trained bend")
+    first = hamming_path(a, mid, seed=seed, **options)
+    second = hamming_path(first.aligned, b, seed=seed + 1, **options)
+    end = second.params([1.0])
+    direction = {n: end[n][0] - v for n, v in first.origin.items()}
+    return HammingBentPath(
+        start=a,
+        end=b,
+        kind="hamming_bent",
+        origin=first.origin,
+        direction=direction,
+        first=first,
+        second=second,
+        bend=first.aligned,
+        record=None,
+    )

@@ -27,10 +27,13 @@ Their geometry (on exported, plain binary networks):
   step, in a random or greedy order; it plugs into ``paths.profile`` and ``paths.barrier``),
   :func:`hamming_barriers` (over several random orders), :func:`hamming_midpoint`,
   :func:`hamming_bent` (the binary single-bend path);
+- ``binary.bend``: :func:`trainable` (a plain binary network as a training model again, the
+  inverse of :func:`export`) and :func:`train_bend` (the single-bend path's trained bend);
 - ``binary.energy``: :func:`local_energy` (the error increase when a fraction of the
   weights is flipped).
 """
 
+from .bend import DEFAULT_SCALE, train_bend, trainable
 from .distance import HammingDistance, hamming_distance, overlap
 from .energy import DEFAULT_FRACTIONS, BinaryLocalEnergy, local_energy
 from .errors import BinaryError
@@ -77,6 +80,7 @@ from .symmetry import (
 __all__ = [
     "BINARY_LAYERS",
     "DEFAULT_FRACTIONS",
+    "DEFAULT_SCALE",
     "ORDERS",
     "RULE",
     "BinaryConv2d",
@@ -118,5 +122,7 @@ __all__ = [
     "perceptron",
     "random_transform",
     "symmetries",
+    "train_bend",
     "train_perceptron_rule",
+    "trainable",
 ]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from funcspace.evaluation import Evaluator, Settings
 from funcspace.params import Params, Stacked, buffers_of, parameters_of
+from funcspace.training import TrainResult
 from paths import Barrier, BentPath, Path, barrier
 from paths.path import check_times
 
@@ -539,7 +540,7 @@ def hamming_bent(
     mid: nn.Module | None,
     b: nn.Module,
     *,
-    train: Callable[[nn.Module], nn.Module] | None = None,
+    train: Callable[[nn.Module], nn.Module | TrainResult] | None = None,
     order: str = "random",
     seed: int = 0,
     data: Any = None,
@@ -560,16 +561,19 @@ def hamming_bent(
     mid : nn.Module or None
         The bend; None: :func:`hamming_midpoint` of ``a`` and ``b`` (seeded by ``seed``).
     train : callable, optional
-        ``train(mid) -> nn.Module``, applied to the bend before the legs are built: the toroids
-        paper trains it to zero training error (binary training, then export to a plain
-        network with +-1 weights).
+        ``train(mid)``, applied to the bend before the legs are built, returns the new bend
+        (a plain binary network) or a :class:`funcspace.training.TrainResult` holding it
+        (its record becomes the path's ``record``). The toroids paper trains the bend to
+        zero training error: ``functools.partial(binary.train_bend, template=model,
+        data=data)`` (``model`` a binary training model of the architecture).
     order, seed, data, example_input, align, method, metric, candidates, settings
         As in :func:`hamming_path` (the second leg's seed is ``seed + 1``).
 
     Returns
     -------
     HammingBentPath
-        Its ``bend`` is the bend as the path meets it (aligned to ``a``).
+        Its ``bend`` is the bend as the path meets it (aligned to ``a``); its ``record`` the
+        bend's training record when ``train`` returns one, else None.
 
     Raises
     ------
@@ -602,8 +606,11 @@ def hamming_bent(
         mid = hamming_midpoint(
             a, b, seed=seed, example_input=example_input, align=align, method=method
         )
+    record = None
     if train is not None:
         mid = train(mid)
+        if isinstance(mid, TrainResult):
+            mid, record = mid.model, mid.record
         binary_weights(mid, "the trained bend")
     first = hamming_path(a, mid, seed=seed, **options)
     second = hamming_path(first.aligned, b, seed=seed + 1, **options)
@@ -618,5 +625,5 @@ def hamming_bent(
         first=first,
         second=second,
         bend=first.aligned,
-        record=None,
+        record=record,
     )

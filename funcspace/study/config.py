@@ -8,6 +8,13 @@ default study: MNIST-1D (4000 samples), a ReLU MLP (128, 128), two minima each o
 replicated SGD and the adversarial initialization with the learning rates of
 ``paths.demo``, four path kinds per pair.
 
+Binary models (``model.kind`` in :data:`BINARY_MODEL_KINDS`: ``"binary_mlp"``,
+``"committee"``, from :mod:`binary`) take their own path kinds and flatness measures
+(:data:`BINARY_PATH_KINDS`, :data:`BINARY_FLATNESS_MEASURES`): their points must stay +-1
+networks, and their loss is piecewise constant in the weights. Without ``paths`` and
+``flatness`` a study takes the defaults of its model (:data:`DEFAULT_PATHS`,
+:data:`DEFAULT_FLATNESS`).
+
 Two keys identify a configuration:
 
 - :meth:`StudyConfig.key`: the sha256 of its canonical JSON (every field; the same in every
@@ -52,9 +59,15 @@ from typing import Any
 from funcspace.errors import FuncspaceError
 
 __all__ = [
+    "BINARY_FLATNESS_MEASURES",
+    "BINARY_MODEL_KINDS",
+    "BINARY_PATH_KINDS",
+    "DEFAULT_FLATNESS",
+    "DEFAULT_PATHS",
     "FLATNESS_MEASURES",
     "MODEL_KINDS",
     "PATH_KINDS",
+    "TWO_CLASS_DATA",
     "BudgetConfig",
     "ConfigError",
     "DataConfig",
@@ -66,10 +79,32 @@ __all__ = [
 ]
 
 #: Path kinds a study can measure: the cheap batched ones, then the optimized ones.
-PATH_KINDS = ("linear", "aligned", "geodesic", "bent", "curve")
-#: Flatness measures (the functions of :mod:`funcspace.flatness`).
+PATH_KINDS = ("linear", "aligned", "geodesic", "hamming", "bent", "curve")
+#: Flatness measures (the functions of :mod:`funcspace.flatness`; :func:`binary.local_energy`
+#: for binary models).
 FLATNESS_MEASURES = ("hessian_eigenvalues", "hessian_trace", "hessian_spectrum", "local_energy")
-MODEL_KINDS = ("mlp",)
+#: ``"mlp"``: a ReLU MLP; ``"binary_mlp"``: :func:`binary.binary_mlp`; ``"committee"``: the
+#: fully connected committee machine of :func:`binary.committee` (two-class data).
+MODEL_KINDS = ("mlp", "binary_mlp", "committee")
+#: The models with binary weights and activations.
+BINARY_MODEL_KINDS = ("binary_mlp", "committee")
+#: Path kinds between binary networks: every point of a Hamming path is a +-1 network (the
+#: straight, aligned and geodesic lines and the Bezier curve leave the binary weights).
+BINARY_PATH_KINDS = ("hamming", "bent")
+#: Flatness measures of binary networks: the Hessian of a piecewise-constant loss is zero
+#: almost everywhere, so only the local energy (weights flipped) is defined.
+BINARY_FLATNESS_MEASURES = ("local_energy",)
+#: The path kinds and flatness measures of a study that names none, by model.
+DEFAULT_PATHS = MappingProxyType(
+    {"real": ("linear", "aligned", "geodesic", "bent"), "binary": ("hamming", "bent")}
+)
+DEFAULT_FLATNESS = MappingProxyType(
+    {"real": ("hessian_eigenvalues", "hessian_trace"), "binary": ("local_energy",)}
+)
+#: The data sets with two classes, which a committee machine needs.
+TWO_CLASS_DATA = ("hidden_manifold",)
+# Hidden widths of a model that names none.
+_DEFAULT_HIDDEN = {"mlp": (128, 128), "binary_mlp": (128, 128), "committee": (3,)}
 #: Bumped when the meaning of a field changes, so that old keys no longer match.
 CONFIG_VERSION = 1
 
@@ -123,21 +158,71 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network trained: ``kind`` (``"mlp"``: a ReLU MLP) with ``hidden`` layer widths."""
+    """The network trained.
+
+    Attributes
+    ----------
+    kind : str
+        One of ``MODEL_KINDS``: ``"mlp"`` (a ReLU MLP, the default), ``"binary_mlp"``
+        (:func:`binary.binary_mlp`: binary weights and sign activations, a binary output
+        layer) or ``"committee"`` (:func:`binary.committee`, fully connected, the sum of the
+        hidden signs read out as two classes: two-class data only).
+    hidden : tuple of int
+        Hidden widths; None (the default) gives the kind's: (128, 128) for the MLPs, (3,) for
+        the committee. A committee takes one odd width, its number of hidden units K; a
+        binary MLP at least one layer.
+    batchnorm : bool or None
+        ``"binary_mlp"`` only: a BatchNorm before each sign (BinaryNet's; None, the default,
+        means True). Left out of :meth:`to_dict` for the other kinds, so their keys are those
+        of a configuration without the field.
+    """
 
     kind: str = "mlp"
-    hidden: tuple[int, ...] = (128, 128)
+    hidden: tuple[int, ...] | None = None
+    batchnorm: bool | None = None
 
     def __post_init__(self) -> None:
         _choice("model.kind", self.kind, MODEL_KINDS)
+        if self.hidden is None:
+            _set(self, "hidden", _DEFAULT_HIDDEN[self.kind])
         hidden = _sequence("model.hidden", self.hidden, allow_empty=True)
         for i, width in enumerate(hidden):
             _integer(f"model.hidden[{i}]", width, minimum=1)
+        if self.kind == "binary_mlp" and not hidden:
+            raise ConfigError(
+                "model.hidden is empty; a binary_mlp needs at least one hidden layer "
+                "(give hidden = [128, 128], ...)"
+            )
+        if self.kind == "committee" and (len(hidden) != 1 or hidden[0] % 2 == 0):
+            raise ConfigError(
+                f"model.hidden {list(hidden)}: a committee has one layer of K hidden units, K "
+                "odd so that the vote is never tied; give hidden = [K] (e.g. [3])"
+            )
         _set(self, "hidden", hidden)
+        if self.kind == "binary_mlp":
+            batchnorm = True if self.batchnorm is None else self.batchnorm
+            if not isinstance(batchnorm, bool):
+                raise ConfigError(
+                    f"model.batchnorm must be true or false, got {_type(batchnorm)} {batchnorm!r}"
+                )
+            _set(self, "batchnorm", batchnorm)
+        elif self.batchnorm is not None:
+            raise ConfigError(
+                f"model.batchnorm applies to kind 'binary_mlp' only, not {self.kind!r}; leave "
+                "it out"
+            )
+
+    @property
+    def binary(self) -> bool:
+        """Whether the model has binary weights and activations (``BINARY_MODEL_KINDS``)."""
+        return self.kind in BINARY_MODEL_KINDS
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data."""
-        return {"kind": self.kind, "hidden": list(self.hidden)}
+        """Plain data (``batchnorm`` for a binary MLP only)."""
+        out: dict[str, Any] = {"kind": self.kind, "hidden": list(self.hidden)}
+        if self.kind == "binary_mlp":
+            out["batchnorm"] = self.batchnorm
+        return out
 
 
 @dataclass(frozen=True)
@@ -310,18 +395,23 @@ class StudyConfig:
     optimizers : tuple of OptimizerConfig
         Distinct names, not empty (default SGD, RSGD, ADV with two seeds each).
     paths : tuple of str
-        Path kinds measured between minima, from ``PATH_KINDS`` (default linear,
-        aligned, geodesic, bent).
+        Path kinds measured between minima, from ``PATH_KINDS``; for binary models from
+        ``BINARY_PATH_KINDS``. None (the default): the model's ``DEFAULT_PATHS`` (linear,
+        aligned, geodesic, bent; hamming, bent for binary models).
     flatness : tuple of str
-        Flatness measures of each minimum, from ``FLATNESS_MEASURES`` (may be empty).
+        Flatness measures of each minimum, from ``FLATNESS_MEASURES`` (may be empty); for
+        binary models from ``BINARY_FLATNESS_MEASURES``. None (the default): the model's
+        ``DEFAULT_FLATNESS`` (the top Hessian eigenvalue and the trace; the local energy
+        for binary models).
     evaluation : EvaluationConfig
     budget : BudgetConfig
 
     Raises
     ------
     ConfigError
-        For a wrong type, an empty list, a repeated or unknown name; the message names the
-        field and what is allowed.
+        For a wrong type, an empty list, a repeated or unknown name, a path kind or flatness
+        measure the model does not take, or a committee on data that are not two-class; the
+        message names the field and what is allowed.
 
     Example
     -------
@@ -335,8 +425,8 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizers: tuple[OptimizerConfig, ...] = field(default_factory=_default_optimizers)
-    paths: tuple[str, ...] = ("linear", "aligned", "geodesic", "bent")
-    flatness: tuple[str, ...] = ("hessian_eigenvalues", "hessian_trace")
+    paths: tuple[str, ...] | None = None
+    flatness: tuple[str, ...] | None = None
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
@@ -351,8 +441,11 @@ class StudyConfig:
             if not isinstance(o, OptimizerConfig):
                 raise ConfigError(f"optimizers[{i}] must be an OptimizerConfig, got {_type(o)}")
         _distinct("optimizers", [o.name for o in optimizers])
-        paths = _sequence("paths", self.paths)
-        flatness = _sequence("flatness", self.flatness, allow_empty=True)
+        family = "binary" if self.model.binary else "real"
+        paths = DEFAULT_PATHS[family] if self.paths is None else self.paths
+        flatness = DEFAULT_FLATNESS[family] if self.flatness is None else self.flatness
+        paths = _sequence("paths", paths)
+        flatness = _sequence("flatness", flatness, allow_empty=True)
         for label, values, allowed in (
             ("paths", paths, PATH_KINDS),
             ("flatness", flatness, FLATNESS_MEASURES),
@@ -360,6 +453,7 @@ class StudyConfig:
             for i, value in enumerate(values):
                 _choice(f"{label}[{i}]", value, allowed)
             _distinct(label, values)
+        _check_model_family(self.model, self.data, paths, flatness)
         _set(self, "optimizers", optimizers)
         _set(self, "paths", paths)
         _set(self, "flatness", flatness)
@@ -480,6 +574,47 @@ class StudyConfig:
         """Whether a store made with ``other`` may be continued with this configuration (no
         :meth:`incompatibilities`)."""
         return not self.incompatibilities(other)
+
+
+def _check_model_family(
+    model: ModelConfig, data: DataConfig, paths: Sequence[str], flatness: Sequence[str]
+) -> None:
+    """Refuse the path kinds and flatness measures a model does not take, and a committee on
+    data that are not two-class."""
+    kind = model.kind
+    if not model.binary:
+        for i, path in enumerate(paths):
+            if path == "hamming":
+                raise ConfigError(
+                    f"paths[{i}]: {path!r} flips +-1 weights one at a time and needs a binary "
+                    f"model (model.kind {' or '.join(BINARY_MODEL_KINDS)}); model.kind "
+                    f"{kind!r} takes the path kinds "
+                    f"{', '.join(k for k in PATH_KINDS if k != 'hamming')}"
+                )
+        return
+    for i, path in enumerate(paths):
+        if path not in BINARY_PATH_KINDS:
+            raise ConfigError(
+                f"paths[{i}]: {path!r} is not measured between binary networks (model.kind "
+                f"{kind!r}): its points leave the +-1 weights, so they are not binary networks. "
+                f"Binary models take the path kinds {', '.join(BINARY_PATH_KINDS)} (Hamming "
+                "paths flip one weight at a time; bent joins two of them at a binary midpoint)"
+            )
+    for i, measure in enumerate(flatness):
+        if measure not in BINARY_FLATNESS_MEASURES:
+            raise ConfigError(
+                f"flatness[{i}]: {measure!r} is not defined for binary networks (model.kind "
+                f"{kind!r}): their loss is piecewise constant in the weights, so its Hessian "
+                f"is zero almost everywhere. Binary models take the flatness measure "
+                f"{', '.join(BINARY_FLATNESS_MEASURES)} (the error increase when a fraction "
+                "of the weights is flipped)"
+            )
+    if kind == "committee" and data.name not in TWO_CLASS_DATA:
+        raise ConfigError(
+            f"model.kind 'committee' classifies into two classes, but data.name "
+            f"{data.name!r} has more; use a two-class data set ({', '.join(TWO_CLASS_DATA)}) "
+            "or model.kind 'binary_mlp'"
+        )
 
 
 # ----------------------------------------------------------------------------- unit keys

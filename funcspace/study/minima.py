@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from funcspace.graph import GraphError, MinimaGraph
@@ -45,6 +45,7 @@ def graph_from_store(
     *,
     names: Sequence[str] | None = None,
     kinds: Collection[str] | None = None,
+    keep: Callable[[Edge], bool] | None = None,
 ) -> MinimaGraph:
     """The map of minima recorded in a store: its nodes, edges and metrics as a MinimaGraph.
 
@@ -68,6 +69,8 @@ def graph_from_store(
         the order recorded.
     kinds : collection of str, optional
         Only the paths of these kinds (default all).
+    keep : callable (Edge -> bool), optional
+        Only the edges it keeps (default all).
 
     Returns
     -------
@@ -101,7 +104,12 @@ def graph_from_store(
         nodes = tuple(known[n] for n in names)
     wanted = {n.name for n in nodes}
     edges = tuple(
-        e for e in edges if e.a in wanted and e.b in wanted and (kinds is None or e.kind in kinds)
+        e
+        for e in edges
+        if e.a in wanted
+        and e.b in wanted
+        and (kinds is None or e.kind in kinds)
+        and (keep is None or keep(e))
     )
     metrics = tuple(m for m in metrics if m.a in wanted and (m.b is None or m.b in wanted))
     graph, notes = build_graph(nodes, edges, metrics)

@@ -317,17 +317,26 @@ _CURVES = {
         "training error increase",
     ),
     "hessian_spectrum": ("grid", "density", "Hessian eigenvalue", "density"),
+    # binary networks' local energy (binary.local_energy): weights flipped, not scaled
+    "local_energy (binary)": (
+        "fractions",
+        "energy",
+        "fraction of flipped weights",
+        "training error increase",
+    ),
 }
 
 
 def _flatness_figure(metrics: Sequence[Metric]) -> str | None:
     curves: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     for m in metrics:
-        shape = _CURVES.get(m.name)
+        binary = isinstance(m.value, Mapping) and "fractions" in m.value
+        name = f"{m.name} (binary)" if binary else m.name
+        shape = _CURVES.get(name)
         if m.b is None and shape and isinstance(m.value, Mapping):
             x, y = m.value.get(shape[0]), m.value.get(shape[1])
             if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and x:
-                curves.setdefault(m.name, []).append((m.a, m.value))
+                curves.setdefault(name, []).append((m.a, m.value))
     if not curves:
         return None
     from matplotlib.figure import Figure

@@ -9,11 +9,12 @@ their upstream units' keys):
 2. ``flatness``: one unit per minimum and measure of the configuration; a node metric.
 3. cheap: a ``distance`` unit per pair (geodesic distance of the symmetry classes, disagreement
    of the predictions: pair metrics, on every edge of the pair) and a ``pair`` unit per pair
-   and cheap path kind (``linear``, ``aligned``, ``geodesic``): an edge with the error and
-   loss barriers (height above the chord and peak), where, how found, and the path's length.
-   Minima at geodesic distance at most :data:`COPY_TOLERANCE` are one function up to
-   symmetry: the result's graph merges them (:func:`funcspace.graph.merge_copies`) and the
-   optimized paths skip the copies.
+   and cheap path kind (``linear``, ``aligned``, ``geodesic``; ``hamming`` for binary
+   models): an edge with the error and loss barriers (height above the chord and peak),
+   where, how found, and the path's length. Minima at geodesic distance at most
+   :data:`COPY_TOLERANCE` (0 for binary models, :func:`copy_tolerance`) are one function up
+   to symmetry: the result's graph merges them (:func:`funcspace.graph.merge_copies`) and
+   the optimized paths skip the copies.
 4. expensive: ``pair`` units for the optimized kinds (``bent``, ``curve``), only on the pairs
    :func:`~funcspace.study.selection.select` picks, on the error peak (the highest training
    error along a path): a pair's upper bound is its lowest cheap peak, its lower bound the
@@ -48,17 +49,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from funcspace.errors import FuncspaceError
 
 from .config import StudyConfig, unit_key
 from .minima import graph_from_store
-from .selection import Selection, select
+from .selection import Selection, candidates, select
 from .store import DATABASE, Edge, Metric, Node, StudyStore
 from .units import (
     CHEAP_KINDS,
     EXPENSIVE_KINDS,
+    HAMMING_ORDERS,
+    bend_training,
     distance_unit,
     flatness_unit,
     init_worker,
@@ -75,6 +79,13 @@ STAGES = ("train", "flatness", "cheap", "expensive")
 #: function up to symmetry). Float32 canonical forms put copies near 1e-7 to 1e-6; distinct
 #: minima of the default study lie 10 to 20 apart.
 COPY_TOLERANCE = 1e-4
+
+
+def copy_tolerance(config: StudyConfig) -> float:
+    """The largest geodesic distance read as zero: :data:`COPY_TOLERANCE`, and 0 for binary
+    models (their distance, a fraction of flipped weights, is exactly 0 for copies and may be
+    below 1e-4 for distinct minima of large networks)."""
+    return 0.0 if config.model.binary else COPY_TOLERANCE
 
 
 class StudyError(FuncspaceError):
@@ -253,6 +264,11 @@ def _pair_unit(
     if kind in EXPENSIVE_KINDS:
         inputs["path_epochs"] = config.budget.path_epochs
         inputs["seed"] = 0
+    if kind == "hamming":
+        inputs["orders"] = HAMMING_ORDERS
+        inputs["seed"] = 0
+    elif kind == "bent" and config.model.binary:
+        inputs["bend"] = bend_training()
     return _Unit(unit_key("pair", **inputs), "pair", inputs, stage, f"{a} - {b} {kind}")
 
 
@@ -266,7 +282,9 @@ def _distance_unit(config: StudyConfig, a: str, b: str, keys: Mapping[str, str])
 
 
 def _copies(
-    names: Sequence[str], distance: Mapping[tuple[str, str], float]
+    names: Sequence[str],
+    distance: Mapping[tuple[str, str], float],
+    tolerance: float = COPY_TOLERANCE,
 ) -> list[tuple[str, str, float]]:
     """(copy, original, distance) for every minimum at most COPY_TOLERANCE from an earlier
     one, chains followed to the first minimum of their group."""
@@ -275,7 +293,7 @@ def _copies(
     for j, b in enumerate(names):
         for a in names[:j]:
             d = distance[_ordered(a, b)]
-            if d <= COPY_TOLERANCE:
+            if d <= tolerance:
                 original[b] = original.get(a, a)
                 out.append((b, original[b], d))
                 break
@@ -293,11 +311,17 @@ def _ordered(a: str, b: str) -> tuple[str, str]:
 
 class _Runner:
     def __init__(
-        self, config: StudyConfig, store: StudyStore, executor: Executor, progress: bool | None
+        self,
+        config: StudyConfig,
+        store: StudyStore,
+        executor: Executor,
+        progress: bool | None,
+        ahead: int = 1,
     ) -> None:
         self.config = config
         self.store = store
         self.executor = executor
+        self.ahead = ahead  # optimized paths in flight at once
         self.disable = (progress is False) or (None if progress is None else False)
         self.ran = dict.fromkeys(STAGES, 0)
         self.timings = dict.fromkeys(STAGES, 0.0)
@@ -322,25 +346,47 @@ class _Runner:
         failures: list[str] = []
         with tqdm(total=len(todo), desc=desc, disable=self.disable) as bar:
             try:
-                for unit, fn, spec, finisher in todo:
-                    self.store.begin(unit.key, unit.kind, unit.inputs)
-                    futures[self.executor.submit(fn, spec())] = (unit, finisher)
-                for future in as_completed(futures):
-                    unit, finisher = futures[future]
-                    error = future.exception()
-                    if error is None:
-                        finisher(unit, future.result())
-                        self.ran[unit.stage] += 1
+                for job in todo:
+                    future, unit, finisher = self.submit(job)
+                    if future.done():  # run at once (in this process): commit it at once
+                        failed = self.complete(future, unit, finisher)
+                        if failed is not None:
+                            failures.append(failed)
+                        bar.update()
                     else:
-                        text = f"{type(error).__name__}: {error}"
-                        log.error("unit %s (%s) failed: %s", unit.label, unit.key, text)
-                        self.store.fail(unit.key, text)
-                        failures.append(f"{unit.label} ({unit.key}): {text}")
+                        futures[future] = (unit, finisher)
+
+                for future in as_completed(futures):
+                    failed = self.complete(future, *futures[future])
+                    if failed is not None:
+                        failures.append(failed)
                     bar.update()
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
+        self.raise_failures(failures)
+
+    def submit(self, job: tuple) -> tuple[Future, _Unit, Callable]:
+        """Begin a job's unit in the store and submit it: (future, unit, finisher)."""
+        unit, fn, spec, finisher = job
+        self.store.begin(unit.key, unit.kind, unit.inputs)
+        return self.executor.submit(fn, spec()), unit, finisher
+
+    def complete(self, future: Future, unit: _Unit, finisher: Callable) -> str | None:
+        """Wait for a submitted unit; finish it in the store, or record it as failed and
+        say how (None when it finished)."""
+        error = future.exception()
+        if error is None:
+            finisher(unit, future.result())
+            self.ran[unit.stage] += 1
+            return None
+        text = f"{type(error).__name__}: {error}"
+        log.error("unit %s (%s) failed: %s", unit.label, unit.key, text)
+        self.store.fail(unit.key, text)
+        return f"{unit.label} ({unit.key}): {text}"
+
+    def raise_failures(self, failures: Sequence[str]) -> None:
         if failures:
             raise StudyError(
                 f"{len(failures)} unit(s) failed, recorded as failed in {self.store.path}; "
@@ -486,7 +532,7 @@ class _Runner:
             ]
             for a, b in pairs
         }
-        return best, _copies(names, distance)
+        return best, _copies(names, distance, copy_tolerance(self.config))
 
     def expensive(
         self,
@@ -523,14 +569,43 @@ class _Runner:
                 if i != j:
                     matrix[i][j] = upper[_ordered(a, b)]
         self.store.begin(key, "select", inputs)
+        # The selection measures one pair at a time, in its order. With more than one worker,
+        # the next candidates in that order (as the selection stands) run ahead, side by side;
+        # the selection itself is the one-worker selection, and a pair it then skips was
+        # measured for nothing (stored, not shown).
+        current = np.array(matrix, dtype=np.float64)
+        done: set[tuple[int, int]] = set()
+        flying: dict[tuple[int, int], list[tuple[Future, _Unit, Callable]]] = {}
+
+        def jobs(i: int, j: int) -> list[tuple]:
+            a, b = _ordered(names[i], names[j])
+            return [self._pair_job(k, a, b, keys, "expensive") for k in kinds]
+
+        def launch(pair: tuple[int, int]) -> None:
+            flying[pair] = [self.submit(j) for j in jobs(*pair) if not self.store.done(j[0].key)]
+
         with tqdm(desc="optimized paths", disable=self.disable) as bar:
 
             def measure(i: int, j: int) -> float:
-                a, b = _ordered(names[i], names[j])
-                jobs = [self._pair_job(k, a, b, keys, "expensive") for k in kinds]
-                self.execute(jobs, f"{a} - {b}")
+                ahead = [(i, j)]
+                if self.ahead > 1:
+                    left = self.ahead
+                    if budget.max_pairs is not None:
+                        left = min(left, budget.max_pairs - len(done))
+                    order = candidates(
+                        current, list(lower), measured=done, tolerance=budget.tolerance
+                    )
+                    ahead += order[:left]
+                for pair in ahead:
+                    if pair not in flying and pair not in done:
+                        launch(pair)
+                failures = [self.complete(*f) for f in flying.pop((i, j))]
+                self.raise_failures([f for f in failures if f is not None])
+                done.add((i, j))
                 bar.update()
-                return min(self.store.result(job[0].key)["error"]["peak"] for job in jobs)
+                value = min(self.store.result(job[0].key)["error"]["peak"] for job in jobs(i, j))
+                current[i, j] = current[j, i] = min(current[i, j], value)
+                return value
 
             try:
                 selection = select(
@@ -541,8 +616,15 @@ class _Runner:
                     tolerance=budget.tolerance,
                 )
             except BaseException as e:
+                for submitted in flying.values():
+                    for future, _, _ in submitted:
+                        future.cancel()
                 self.store.fail(key, f"{type(e).__name__}: {e}")
                 raise
+            for submitted in flying.values():  # run ahead, then skipped: kept in the store
+                for future, unit, finisher in submitted:
+                    self.complete(future, unit, finisher)
+
         self.store.finish(
             key,
             result={"names": names, "selection": _plain(selection.to_dict())},
@@ -566,6 +648,7 @@ def _edge(result: Mapping[str, Any]) -> dict[str, Any]:
             "evaluations": error["evaluations"] + loss["evaluations"],
             "upper_bound": error["upper_bound"],
             "ends": error["ends"],
+            **result.get("found", {}),  # binary paths: orders and spread, or the bend
         },
     }
 
@@ -615,10 +698,15 @@ def run(
         The store directory (made if missing; reopened and continued if it holds a store).
     workers : int
         1: run the units in this process; more: a spawn process pool of that many workers,
-        one torch thread each.
+        one torch thread each. Also how many optimized paths run at once: the selection
+        measures one pair at a time, and with ``workers > 1`` the next candidates in its order
+        run ahead (a pair it then skips was measured for nothing; its unit is stored, its
+        path is not shown). The results do not depend on it.
     executor : concurrent.futures.Executor, optional
-        Run the units there instead (``workers`` is then ignored); it is not shut down. The
-        unit functions are top-level and take and return plain data with CPU tensors.
+        Run the units there instead of a pool of ``workers`` (give ``workers`` too, as the
+        number of optimized paths to run at once); it is not shut down. The unit functions
+        are top-level and take and return plain data with CPU tensors.
+
     progress : bool, optional
         Progress bars per stage; None: only on a terminal.
 
@@ -670,7 +758,7 @@ def run(
             )
     try:
         with store:
-            runner = _Runner(config, store, executor, progress)
+            runner = _Runner(config, store, executor, progress, ahead=workers)
             names, keys = runner.train()
             runner.flatness(names, keys)
             upper, copies = runner.cheap(names, keys)
@@ -705,7 +793,7 @@ def load(out: str | Path) -> StudyResult:
                 if store.done(unit.key):
                     distance[_ordered(a, b)] = store.result(unit.key)["geodesic_distance"]
         complete = len(distance) == len(names) * (len(names) - 1) // 2
-        copies = _copies(names, distance) if complete else []
+        copies = _copies(names, distance, copy_tolerance(config)) if complete else []
         copied = {c for c, _, _ in copies}
         distinct = [n for n in names if n not in copied]
         selection = None
@@ -748,19 +836,26 @@ def _result(
 ) -> StudyResult:
     from funcspace.graph import merge_copies
 
-    graph = graph_from_store(store, names=names, kinds=set(config.paths))
-    notes = []
-    if copies:
-        if graph.edges():
-            graph = merge_copies(graph, tolerance=COPY_TOLERANCE)
-        else:
-            notes.append("copies found but no path measured: the graph keeps every minimum")
     copied = {c: o for c, o, _ in copies}
     distinct = [n for n in names if n not in copied]
     measured: tuple[tuple[str, str], ...] = ()
     skipped: list[tuple[str, str, str]] = []
+    keep = None
     if selection is not None:
         measured = tuple(_ordered(distinct[i], distinct[j]) for i, j in selection.measured)
+        chosen = {frozenset(p) for p in measured}
+
+        def keep(edge: Edge) -> bool:  # optimized paths: the selection's (not those run ahead)
+            return edge.kind not in EXPENSIVE_KINDS or frozenset((edge.a, edge.b)) in chosen
+
+    graph = graph_from_store(store, names=names, kinds=set(config.paths), keep=keep)
+    notes = []
+    if copies:
+        if graph.edges():
+            graph = merge_copies(graph, tolerance=copy_tolerance(config))
+        else:
+            notes.append("copies found but no path measured: the graph keeps every minimum")
+    if selection is not None:
         skipped = [
             (*_ordered(distinct[s.pair[0]], distinct[s.pair[1]]), s.reason)
             for s in selection.skipped

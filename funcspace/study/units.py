@@ -13,6 +13,14 @@ writes what they return.
   symmetry classes, disagreement of their predictions);
 - :func:`flatness_unit`: one flatness measure of one minimizer.
 
+Binary models (``model.kind`` ``"binary_mlp"`` or ``"committee"``) train as their binary
+training model (latent real weights, :mod:`binary.layers`), and that model's state dict is
+what the store keeps; every measurement is made on :func:`binary.export` of it, the plain
+network with weights exactly +-1 (the same function). Their paths are Hamming paths
+(``"hamming"``: :func:`binary.hamming_barriers`; ``"bent"``: :func:`binary.hamming_bent`),
+their geodesic distance the normalized Hamming distance after alignment, their flatness
+:func:`binary.local_energy`.
+
 :func:`init_worker` is the initializer of worker processes. Every unit runs on one torch
 thread, in whatever process: float sums then do not depend on the thread count, so a study
 gives the same numbers in this process, in a pool and on a cluster (parallelism comes from
@@ -29,12 +37,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .config import BINARY_MODEL_KINDS
 
 __all__ = [
     "CHEAP_KINDS",
     "EXPENSIVE_KINDS",
+    "HAMMING_ORDERS",
+    "bend_training",
     "distance_unit",
     "flatness_unit",
     "init_worker",
@@ -43,9 +56,11 @@ __all__ = [
 ]
 
 #: Path kinds measured for every pair (batched evaluations, no training).
-CHEAP_KINDS = ("linear", "aligned", "geodesic")
+CHEAP_KINDS = ("linear", "aligned", "geodesic", "hamming")
 #: Optimized path kinds, measured only for the pairs the selection picks.
 EXPENSIVE_KINDS = ("bent", "curve")
+#: Random orders of a ``"hamming"`` path: its barrier, peak and ``t`` are their means.
+HAMMING_ORDERS = 8
 
 
 def init_worker() -> None:
@@ -87,19 +102,72 @@ def dataset(data: dict[str, Any]) -> Any:
 
 
 def model(data: Any, model_config: dict[str, Any], seed: int) -> nn.Module:
-    """A fresh network of a ``ModelConfig.to_dict()`` for ``data``, initialized from ``seed``."""
-    from funcspace.models import MLP
-
+    """A fresh network of a ``ModelConfig.to_dict()`` for ``data``, initialized from ``seed``:
+    the model that trains (for binary kinds the binary training model, latent weights drawn
+    from ``seed``)."""
     d = 1
     for size in data.input_shape:
         d *= int(size)
-    return MLP(d, tuple(model_config["hidden"]), data.n_classes, seed=seed)
+    hidden = tuple(model_config["hidden"])
+    kind = model_config["kind"]
+    if kind == "binary_mlp":
+        from binary import binary_mlp
+
+        batchnorm = model_config["batchnorm"]
+        return binary_mlp(d, hidden, data.n_classes, batchnorm=batchnorm, seed=seed)
+    if kind == "committee":
+        from binary import committee
+
+        return committee(d, hidden[0], seed=seed)
+    from funcspace.models import MLP
+
+    return MLP(d, hidden, data.n_classes, seed=seed)
 
 
 def _loaded(data: Any, model_config: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
+    """The network measured: the stored model, exported to +-1 weights when binary."""
     net = model(data, model_config, 0)
     net.load_state_dict(state)
+    if _binary(model_config):
+        from binary import export
+
+        return export(net)
     return net
+
+
+def _binary(model_config: dict[str, Any]) -> bool:
+    return model_config["kind"] in BINARY_MODEL_KINDS
+
+
+def bend_training() -> str:
+    """How the bend of a binary ``"bent"`` path is made: ``"trained"`` once :mod:`binary`
+    has ``train_bend``, else ``"untrained"`` (the random Hamming midpoint). Part of the unit
+    key of binary bent paths, so that they are measured again when it changes."""
+    import binary
+
+    return "trained" if callable(getattr(binary, "train_bend", None)) else "untrained"
+
+
+def _bend_trainer(data: Any, spec: dict[str, Any]) -> Callable[[nn.Module], Any] | None:
+    # HOOK (binary single-bend path): the toroids paper trains the bend to zero training
+    # error. binary.train_bend(mid, template, data, optimizer=, epochs=, seed=) does it (the
+    # plain +-1 midpoint made a training model like ``template`` again, trained, exported);
+    # SGD for budget.path_epochs, as the real-valued bent path. Without it (a binary package
+    # that lacks it) the bend is the untrained midpoint, and the edge's ``found["bend"]``
+    # says so.
+    import binary
+
+    train_bend = getattr(binary, "train_bend", None)
+    if not callable(train_bend):
+        return None
+    return functools.partial(
+        train_bend,
+        template=model(data, spec["model"], 0),
+        data=data,
+        optimizer="sgd",
+        epochs=spec["budget"]["path_epochs"],
+        seed=spec["seed"],
+    )
 
 
 def _single_threaded(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
@@ -169,15 +237,30 @@ def pair_unit(spec: dict[str, Any]) -> dict[str, Any]:
         ``data``, ``model``, ``evaluation``, ``budget`` (the config sections as dicts),
         ``kind`` (``"linear"``: the raw straight line; ``"aligned"``: the straight line to
         ``b`` weight-matched to ``a``; ``"geodesic"``; ``"bent"``: the single-bend path;
-        ``"curve"``: a trained Bezier curve), ``a``, ``b`` (state dicts), ``seed`` (of the
-        optimized paths' training).
+        ``"curve"``: a trained Bezier curve; binary models: ``"hamming"``, random Hamming
+        paths, and ``"bent"``, the binary single-bend path), ``a``, ``b`` (state dicts),
+        ``seed`` (of the optimized paths' training, of the Hamming orders).
 
     Returns
     -------
     dict
         ``error`` and ``loss``: each the barrier's ``height``, ``t``, ``peak``, ``ends``,
         ``evaluations``, ``resolution``, ``upper_bound`` (:class:`paths.Barrier`'s pieces);
-        ``length`` (in parameters, :func:`paths.euclidean_length` at 33 points); ``seconds``.
+        ``length`` (in parameters, :func:`paths.euclidean_length` at 33 points; for binary
+        paths the number of weight flips); ``found`` (binary paths only: how the barrier was
+        found, added to the edge's ``found``); ``seconds``.
+
+        ``"hamming"``: :func:`binary.hamming_barriers` over :data:`HAMMING_ORDERS` random
+        orders from ``a`` to ``b`` aligned to ``a``, on the study's barrier-search grid;
+        ``height``, ``t``, ``peak`` and ``upper_bound`` are the means over the orders (the
+        pair's upper bound for the selection is then the mean peak), ``evaluations`` the
+        sum, ``length`` the Hamming distance; ``found`` holds the orders, their seeds and the
+        spread (``std``, ``min``, ``max``) of the barriers, peaks and ``t``. The loss barrier
+        is measured along the same orders. Binary ``"bent"``: :func:`binary.hamming_bent`
+        through the random Hamming midpoint, trained by :func:`binary.train_bend` (SGD,
+        ``budget.path_epochs``; ``found`` says ``"bend": "trained"``, its epochs, training
+        error and whether it reached zero; ``"untrained"`` without ``train_bend``, see
+        :func:`bend_training`).
     """
     import canonicalize
     from funcspace.evaluation import Settings
@@ -190,7 +273,28 @@ def pair_unit(spec: dict[str, Any]) -> dict[str, Any]:
     b = _loaded(data, spec["model"], spec["b"])
     x = data.train[0][: evaluation["align_examples"]]
     kind = spec["kind"]
-    if kind == "linear":
+    settings = Settings(batch_size=evaluation["batch_size"])
+    found: dict[str, Any] = {}
+    if kind == "hamming":
+        out = _hamming(a, b, data, x, evaluation, settings, spec["seed"])
+        out["seconds"] = time.perf_counter() - started
+        return out
+    if kind == "bent" and _binary(spec["model"]):
+        from binary import hamming_bent
+
+        trainer = _bend_trainer(data, spec)
+        path = hamming_bent(
+            a, None, b, train=trainer, data=data, example_input=x, seed=spec["seed"]
+        )
+        found = {
+            "bend": "untrained" if trainer is None else "trained",
+            "legs": [path.first.length, path.second.length],
+        }
+        if path.record is not None:  # how far the bend's training got
+            found["bend_epochs"] = int(path.record.epochs)
+            found["bend_train_error"] = float(path.record.train_error[-1])
+            found["bend_zero_error"] = bool(path.record.stopped_at_zero_error)
+    elif kind == "linear":
         path = linear(a, b)
     elif kind == "aligned":
         path = linear(a, canonicalize.align(b, a, x, "weights"))
@@ -205,10 +309,9 @@ def pair_unit(spec: dict[str, Any]) -> dict[str, Any]:
         path = curve(a, b, data, example_input=x, epochs=epochs, seed=spec["seed"], progress=False)
     else:  # pragma: no cover - the config admits only the kinds above
         raise ValueError(f"unknown path kind {kind!r}")
-    settings = Settings(batch_size=evaluation["batch_size"])
     out: dict[str, Any] = {}
     for metric in ("error", "loss"):
-        found = barrier(
+        measured = barrier(
             path,
             data,
             metric,
@@ -216,10 +319,76 @@ def pair_unit(spec: dict[str, Any]) -> dict[str, Any]:
             coarse=evaluation["coarse"],
             settings=settings,
         )
-        out[metric] = _barrier_fields(found)
-    out["length"] = euclidean_length(path)
+        out[metric] = _barrier_fields(measured)
+    if found:  # a binary path: its length is the number of flips
+        out["length"] = int(path.length)
+        out["found"] = found
+    else:
+        out["length"] = euclidean_length(path)
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def _hamming(
+    a: nn.Module,
+    b: nn.Module,
+    data: Any,
+    x: Tensor,
+    evaluation: dict[str, Any],
+    settings: Any,
+    seed: int,
+) -> dict[str, Any]:
+    """The ``"hamming"`` path kind: the mean barriers over random Hamming orders."""
+    from binary import binary_weights, hamming_barriers
+
+    measured = {
+        metric: hamming_barriers(
+            a,
+            b,
+            data,
+            HAMMING_ORDERS,
+            seed=seed,
+            metric=metric,
+            example_input=x,
+            resolution=evaluation["resolution"],
+            coarse=evaluation["coarse"],
+            settings=settings,
+        )
+        for metric in ("error", "loss")
+    }
+    out: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    for metric, found in measured.items():
+        ts = np.array([m.t for m in found.barriers])
+        out[metric] = {
+            "height": float(found.mean),
+            "t": float(ts.mean()),
+            "peak": float(found.peak_mean),
+            "ends": [float(e) for e in found.barriers[0].ends],
+            "evaluations": int(sum(m.evaluations for m in found.barriers)),
+            "resolution": float(found.barriers[0].resolution),
+            "upper_bound": float(np.mean([m.upper_bound for m in found.barriers])),
+        }
+        spread[f"{metric}_barrier"] = _spread(found.heights)
+        spread[f"{metric}_peak"] = _spread(found.peaks)
+        if metric == "error":
+            spread["t"] = _spread(ts)
+    error = measured["error"]
+    out["length"] = int(error.distance)
+    out["found"] = {
+        "statistic": f"mean over {HAMMING_ORDERS} random Hamming orders",
+        "orders": HAMMING_ORDERS,
+        "seeds": list(error.seeds),
+        "spread": spread,
+        "hamming_distance": int(error.distance),
+        "binary_weights": sum(a.get_parameter(n).numel() for n in binary_weights(a)),
+    }
+    return out
+
+
+def _spread(values: Any) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return {"std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
 
 
 @_single_threaded
@@ -237,9 +406,13 @@ def distance_unit(spec: dict[str, Any]) -> dict[str, Any]:
     dict
         ``geodesic_distance``: the distance of their symmetry classes on the torus
         (:func:`funcspace.similarity.class_distance`, ``b`` weight-matched to ``a``; 0 for two
-        copies of one function up to symmetry); ``function_distance``: the fraction of test
-        inputs (training inputs without a test split) on which their predictions differ;
-        ``split``: which; ``seconds``.
+        copies of one function up to symmetry); for binary networks the normalized Hamming
+        distance after alignment (:func:`binary.hamming_distance`'s ``fraction``, in
+        ``[0, 1]``: the length of the binary geodesic, a random Hamming path, over the number
+        of binary weights; 0 for copies), with ``hamming_distance`` (the count) and
+        ``binary_weights`` beside it; ``function_distance``: the fraction of test inputs
+        (training inputs without a test split) on which their predictions differ; ``split``:
+        which; ``seconds``.
     """
     from funcspace.similarity import class_distance, disagreement
 
@@ -249,8 +422,18 @@ def distance_unit(spec: dict[str, Any]) -> dict[str, Any]:
     b = _loaded(data, spec["model"], spec["b"])
     x = data.train[0][: spec["evaluation"]["align_examples"]]
     split = "test" if data.test is not None else "train"
+    out: dict[str, Any] = {}
+    if _binary(spec["model"]):
+        from binary import hamming_distance
+
+        hamming = hamming_distance(a, b, x)
+        out["geodesic_distance"] = float(hamming.fraction)
+        out["hamming_distance"] = int(hamming.count)
+        out["binary_weights"] = int(hamming.total)
+    else:
+        out["geodesic_distance"] = class_distance(a, b, x, "weights")
     return {
-        "geodesic_distance": class_distance(a, b, x, "weights"),
+        **out,
         "function_distance": disagreement(a, b, data, split=split),
         "split": split,
         "seconds": time.perf_counter() - started,
@@ -274,9 +457,11 @@ def flatness_unit(spec: dict[str, Any]) -> dict[str, Any]:
         eigenvalue of the loss Hessian (Lanczos); ``hessian_trace``, its trace (Krylov
         estimate); ``hessian_spectrum``, the eigenvalue density (``{"grid": [...],
         "density": [...]}``, 101 points); ``local_energy``, the training-error increase under
-        multiplicative weight noise (``{"sigmas": [...], "energy": [...]}``); ``evidence``:
-        how far to trust it (convergence, residuals, standard errors, products spent);
-        ``seconds``.
+        multiplicative weight noise (``{"sigmas": [...], "energy": [...]}``); for binary
+        networks (``local_energy`` only) the training-error increase when a fraction of the
+        +-1 weights is flipped (:func:`binary.local_energy` at its default fractions,
+        ``{"fractions": [...], "energy": [...]}``); ``evidence``: how far to trust it
+        (convergence, residuals, standard errors, products spent); ``seconds``.
     """
     from funcspace import flatness
     from funcspace.energy import local_energy
@@ -286,7 +471,9 @@ def flatness_unit(spec: dict[str, Any]) -> dict[str, Any]:
     net = _loaded(data, spec["model"], spec["state"])
     batch_size = spec["evaluation"]["batch_size"]
     measure, seed = spec["measure"], spec["seed"]
-    if measure == "hessian_eigenvalues":
+    if _binary(spec["model"]):
+        value, evidence = _binary_flatness(net, data, measure, seed, batch_size)
+    elif measure == "hessian_eigenvalues":
         eig = flatness.hessian_eigenvalues(net, data, k=1, batch_size=batch_size, seed=seed)
         value: Any = float(eig.values[0])
         evidence = {
@@ -318,3 +505,26 @@ def flatness_unit(spec: dict[str, Any]) -> dict[str, Any]:
     else:  # pragma: no cover - the config admits only the measures above
         raise ValueError(f"unknown flatness measure {measure!r}")
     return {"value": value, "evidence": evidence, "seconds": time.perf_counter() - started}
+
+
+def _binary_flatness(
+    net: nn.Module, data: Any, measure: str, seed: int, batch_size: int
+) -> tuple[Any, dict[str, Any]]:
+    from binary import local_energy
+    from funcspace.evaluation import Settings
+
+    if measure != "local_energy":  # pragma: no cover - the config admits only local_energy
+        raise ValueError(f"flatness measure {measure!r} is not defined for binary networks")
+    settings = Settings(batch_size=batch_size, metrics=("error",))
+    curve = local_energy(net, data, seed=seed, settings=settings)
+    value = {
+        "fractions": [float(v) for v in curve.fractions],
+        "energy": [float(v) for v in curve.mean["error"]],
+    }
+    evidence = {
+        "std": [float(v) for v in curve.std["error"]],
+        "flips": [int(v) for v in curve.flips],
+        "samples": int(curve.samples),
+        "binary_weights": int(curve.total),
+    }
+    return value, evidence

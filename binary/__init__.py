@@ -12,14 +12,18 @@ The networks:
 - ``binary.rules``: the clipped perceptron rule (:func:`train_perceptron_rule`) for the
   perceptron and the committee machine;
 - ``binary.export``: :func:`export` (a plain model with weights exactly +-1, the same
-  function bit for bit), :func:`check_binary` and :func:`is_binary`;
+  function bit for bit; the fixed layers of a committee, its vote and readout, marked fixed
+  with ``weight.requires_grad == False``), :func:`fixed_weights`, :func:`check_binary` and
+  :func:`is_binary`;
 - ``binary.kernels``: exact +-1 products in int8 with int32 accumulation where that is fast
   (:func:`binary_matmul`, :func:`binary_linear_stacked`).
 
 Their geometry (on exported, plain binary networks):
 
 - ``binary.symmetry``: the symmetries (hidden-unit permutations and sign reversals, found by
-  canonicalize's discovery), :func:`canonical_form` (weights stay +-1), :func:`align` (the
+  canonicalize's discovery, none of which changes a fixed layer), :func:`binary_weights` (the
+  trainable binary tensors: every function below flips, counts and moves only these),
+  :func:`canonical_form` (weights stay +-1), :func:`align` (the
   paper's absolute-cosine matching, then sign flips), :func:`random_transform`,
   :func:`equivalent`;
 - ``binary.distance``: :func:`hamming_distance` and :func:`overlap`, after alignment;
@@ -37,7 +41,7 @@ from .bend import DEFAULT_SCALE, train_bend, trainable
 from .distance import HammingDistance, hamming_distance, overlap
 from .energy import DEFAULT_FRACTIONS, BinaryLocalEnergy, local_energy
 from .errors import BinaryError
-from .export import check_binary, export, is_binary
+from .export import check_binary, export, fixed_weights, is_binary
 from .hamming import (
     ORDERS,
     HammingBarriers,
@@ -109,6 +113,7 @@ __all__ = [
     "committee",
     "equivalent",
     "export",
+    "fixed_weights",
     "hamming_barriers",
     "hamming_bent",
     "hamming_distance",

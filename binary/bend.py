@@ -35,28 +35,24 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from canonicalize.transform import rows_of, to_float64, unit_matrix
 from funcspace.data import Dataset
 from funcspace.optim import Options
 from funcspace.training import TrainResult, train
 
-from ._canonical import flip_units
 from .errors import BinaryError
-from .export import export
-from .layers import SumUnits, TwoClassReadout, _Binary
-from .symmetry import _finish, binary_weights, infer_example_input, symmetries
+from .export import export, fixed_weights
+from .layers import _Binary
+from .symmetry import binary_weights
 
 __all__ = ["DEFAULT_SCALE", "train_bend", "trainable"]
 
 #: The default latent magnitude of :func:`trainable` (see the module docstring).
 DEFAULT_SCALE = 0.2
 
-_FIXED = (SumUnits, TwoClassReadout)
 # Methods whose training does not start from the model's parameters.
 _RESTARTS = {"adv": "pre-trains on random labels first (an adversarial initialization)"}
 
@@ -119,77 +115,19 @@ def _has(model: nn.Module, name: str) -> bool:
     return True
 
 
-def _fixed_names(template: nn.Module) -> list[str]:
-    return [f"{n}.weight" for n, m in template.named_modules() if isinstance(m, _FIXED)]
-
-
-def _units(tensor: Tensor, column: Any) -> Tensor:
-    """Each unit's slice of a consumer tensor (``column``: a canonicalize ``Column``)."""
-    return unit_matrix(rows_of(tensor, column.row_slice), column.dim, column.block, column.index)
-
-
-def _mismatched(
-    state: dict[str, Tensor], reference: dict[str, Tensor], names: list[str]
-) -> list[str]:
-    """The fixed-layer tensors of ``state`` that differ from the template's."""
-    return [n for n in names if not torch.equal(state[n].to(reference[n]), reference[n])]
-
-
-def _fold_fixed(
-    plain: nn.Module, reference: nn.Module, names: list[str], example_input: Tensor | None
-) -> nn.Module:
-    """``plain`` with sign reversals that bring its fixed layers to the template's weights.
-
-    Alignment may reverse a committee's hidden unit, negating its column of the sum (a fixed
-    layer of the training model); reversing it back gives the same function with the fixed
-    layer the template computes. A midpoint between two ends whose fixed weights differ
-    that way holds a mixture that no reversal undoes: refused.
-    """
-    ref = to_float64(reference)
-    wrong = _mismatched(to_float64(plain), ref, names)
-    if not wrong:
-        return plain
-    given = plain.state_dict()
-
-    def differs(name: str) -> str:
-        return (
-            f"plain's '{name}' is {given[name].flatten().tolist()[:8]}, but the template's "
-            f"fixed layer there computes {ref[name].flatten().tolist()[:8]}"
-        )
-
-    try:
-        x = infer_example_input(plain, example_input)
-        spec = symmetries(plain, x)
-    except BinaryError as err:
-        raise BinaryError(
-            f"{differs(wrong[0])}; undoing sign reversals of the hidden units before it needs the "
-            f"network's symmetries, which failed: {err}"
-        ) from err
-    state = to_float64(plain)
-    for cls in spec.scales:
-        if not cls.sign:
-            continue
-        column = next((c for c in cls.columns if c.tensor in wrong), None)
-        if column is None:
-            continue
-
-        have, want = _units(state[column.tensor], column), _units(ref[column.tensor], column)
-        same, opposite = (have == want).all(1), (have == -want).all(1)
-        if not bool((same | opposite).all()):
-            continue  # not a matter of signs: refused below
-        if bool(opposite.any()):
-            flip_units(state, spec, cls.index, torch.where(opposite, -1.0, 1.0).double())
-    still = _mismatched(state, ref, names)
-    if still:
-        raise BinaryError(
-            f"{differs(still[0])}, and no sign reversal of hidden units turns the one into "
-            "the other: the template cannot represent this network. A "
-            "midpoint mixes the fixed weights of its ends when aligning one end reversed "
-            "units that feed a fixed layer; build the path without alignment "
-            "(hamming_bent(..., align=False)) or pass a midpoint whose fixed layers are the "
-            "template's"
-        )
-    return _finish(plain, state, x, "trainable")
+def _check_fixed(plain: nn.Module, reference: nn.Module) -> None:
+    """Refuse a plain network whose fixed layers are not the template's: they are no
+    parameters, so the training model cannot hold anything else there."""
+    given, ref = plain.state_dict(), reference.state_dict()
+    for name in fixed_weights(reference):
+        if not torch.equal(given[name].to(ref[name]), ref[name]):
+            raise BinaryError(
+                f"plain's '{name}' is {given[name].flatten().tolist()[:8]}, but the template's "
+                f"fixed layer there computes {ref[name].flatten().tolist()[:8]}: the template "
+                "cannot represent this network. Fixed layers are not parameters and no binary "
+                "function changes them (export, align, hamming_midpoint and hamming_bent keep "
+                "the ends'); pass a network whose fixed layers are the template's"
+            )
 
 
 def trainable(
@@ -197,7 +135,6 @@ def trainable(
     template: nn.Module,
     *,
     scale: float = DEFAULT_SCALE,
-    example_input: Tensor | None = None,
 ) -> nn.Module:
     """A copy of the binary training model ``template`` that computes the plain network
     ``plain``: the inverse of :func:`binary.export` for one architecture.
@@ -206,8 +143,9 @@ def trainable(
     template takes ``scale`` times the +-1 weights of the ``nn.Linear`` / ``nn.Conv2d`` at the
     same place in ``plain``; BatchNorm parameters and statistics are copied. The fixed layers
     (:class:`~binary.SumUnits`, :class:`~binary.TwoClassReadout`) hold no parameters: their
-    weights in ``plain`` must be the template's, up to sign reversals of the hidden units
-    before them (which alignment may have made: they are undone, keeping the function).
+    weights in ``plain`` must be the template's (no binary function changes a fixed layer, so
+    the networks that alignment, midpoints and Hamming paths give between the template's
+    solutions have them).
 
     Parameters
     ----------
@@ -221,14 +159,11 @@ def trainable(
     scale : float in (0, 1]
         The magnitude of every latent weight, 1 the clip boundary (see the module
         docstring for the default, ``DEFAULT_SCALE``).
-    example_input : Tensor, optional
-        Inputs to trace ``plain`` with when its fixed layers need sign reversals (default:
-        16 seeded normal inputs for a Linear first layer).
 
     Returns
     -------
     nn.Module
-        The copy; ``export`` of it equals ``plain`` (sign reversals undone) bit for bit.
+        The copy; ``export`` of it equals ``plain`` bit for bit.
 
     Raises
     ------
@@ -261,7 +196,7 @@ def trainable(
     binary_weights(plain, "plain")
     reference = export(template)
     _architecture(plain, reference)
-    plain = _fold_fixed(plain, reference, _fixed_names(template), example_input)
+    _check_fixed(plain, reference)
     model = copy.deepcopy(template)
     given = plain.state_dict()
     state = {}
@@ -295,7 +230,6 @@ def train_bend(
     lr: float | None = None,
     seed: int = 0,
     scale: float = DEFAULT_SCALE,
-    example_input: Tensor | None = None,
 ) -> TrainResult:
     """Train the plain binary network ``mid`` to zero training error as the binary model
     ``template`` trains, and export it: the bend of the binary single-bend path.
@@ -323,8 +257,6 @@ def train_bend(
         As for :func:`funcspace.train`.
     scale : float in (0, 1]
         The latent magnitude (see :func:`trainable`).
-    example_input : Tensor, optional
-        As for :func:`trainable`.
 
     Returns
     -------
@@ -354,7 +286,7 @@ def train_bend(
             f"optimizer {method!r} {_RESTARTS[method]}, so it would not train the bend from "
             "the midpoint; use 'sgd', 'adam', 'sam', 'entropy_sgd' or 'rsgd'"
         )
-    model = trainable(mid, template, scale=scale, example_input=example_input)
+    model = trainable(mid, template, scale=scale)
     result = train(
         model,
         data,

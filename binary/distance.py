@@ -1,7 +1,9 @@
 """Distances between binary networks: Hamming distance and overlap, after alignment.
 
-Only the binary tensors count (the +-1 weights of every Linear and Conv layer); biases and
-BatchNorm parameters are real-valued and are left out. With ``align=True`` (the default) the
+Only the trainable binary tensors count (the +-1 weights of every Linear and Conv layer,
+:func:`binary.binary_weights`); biases and BatchNorm parameters are real-valued and fixed layers
+(a committee's vote and readout, :func:`binary.fixed_weights`) are no parameters: they are left
+out (two networks whose fixed layers differ are refused). With ``align=True`` (the default) the
 second network is first aligned to the first (:func:`binary.align`), so the distance is
 between symmetry classes, not between arbitrary labelings of the hidden units.
 """
@@ -27,7 +29,7 @@ class HammingDistance:
     count : int
         Number of differing weights.
     total : int
-        Number of binary weights ``N``.
+        Number of (trainable) binary weights ``N``.
     fraction : float
         ``count / N``.
     overlap : float

@@ -2,8 +2,9 @@
 of its weights is flipped (the binary counterpart of :func:`funcspace.local_energy`).
 
 For a fraction ``p``, ``m = floor(p * N + 1/2)`` of the ``N`` binary weights (the +-1 weights of
-every Linear and Conv layer), drawn uniformly without replacement, are flipped; biases and
-BatchNorm parameters stay. The curve is ``dE(p) = E_flips[E(w')] - E(w)``, averaged over
+every Linear and Conv layer but the fixed ones, :func:`binary.binary_weights`), drawn uniformly
+without replacement, are flipped; biases, BatchNorm parameters and fixed layers (a committee's
+vote and readout) stay. The curve is ``dE(p) = E_flips[E(w')] - E(w)``, averaged over
 ``samples`` draws. Draws use common random numbers: draw ``s`` is one random order of the
 weights, and fraction ``p`` flips its first ``m`` weights, so the flipped sets are nested and the
 curve is smooth in ``p``. All perturbed networks go through the batched evaluation
@@ -53,7 +54,7 @@ class BinaryLocalEnergy:
         Every perturbed value.
     samples, seed : int
     total : int
-        The number ``N`` of binary weights.
+        The number ``N`` of (trainable) binary weights.
     settings : Settings
         How the networks were measured.
     """

@@ -3,13 +3,26 @@
 :func:`export` replaces each binary layer of a copy of the model by its plain counterpart:
 ``BinaryLinear`` -> ``nn.Linear`` and ``BinaryConv2d`` -> ``nn.Conv2d`` holding the +-1 signs
 of the latent weights (no bias); the fixed layers ``SumUnits`` and ``TwoClassReadout`` ->
-``nn.Linear`` with their fixed +-1 weights. :class:`~binary.layers.BinarySign` stays: it is
-canonicalize's ``Sign`` with this package's convention sign(0) = +1 (the straight-through
-gradient it also carries changes nothing in the forward pass). BatchNorm layers before a sign
-are kept as they are (running statistics and affine parameters): folding them into a threshold
-would need a real-valued bias and would round differently, and the exported model must compute
-*exactly* what the binary model computes (the same float operations on the same numbers, bit for
-bit). Everything else (Flatten, pooling, the model's own class and forward) is unchanged.
+``nn.Linear`` with their fixed +-1 weights, marked fixed (below).
+:class:`~binary.layers.BinarySign` stays: it is canonicalize's ``Sign`` with this package's
+convention sign(0) = +1 (the straight-through gradient it also carries changes nothing in the
+forward pass). BatchNorm layers before a sign are kept as they are (running statistics and
+affine parameters): folding them into a threshold would need a real-valued bias and would round
+differently, and the exported model must compute *exactly* what the binary model computes (the
+same float operations on the same numbers, bit for bit). Everything else (Flatten, pooling, the
+model's own class and forward) is unchanged.
+
+Fixed layers. A committee's vote (``SumUnits``, weights +1) and the two-class readout
+(``TwoClassReadout``, weights ``(-1, +1)``) are not parameters of the trained model: nothing
+trains them. Their exported ``nn.Linear`` keeps this as ``weight.requires_grad == False``, the
+one marker every binary function reads (:func:`fixed_weights` lists them); PyTorch's own
+convention for a frozen parameter, so ``copy.deepcopy``, ``.to()``, ``torch.save`` of the model
+and ``load_state_dict`` into it keep it, and the Hessian and level-set code of ``funcspace``
+and ``paths`` leave such weights alone as well. A fixed weight is never flipped, counted or
+moved: :func:`binary.binary_weights` returns the trainable binary tensors only (Hamming
+distances, paths and local energy run over them), and the symmetries of the units that feed a
+fixed layer shrink to what keeps it as it is (:mod:`binary.symmetry`). To rebuild an exported
+model from a state dict, load it into ``export(model)`` (a fresh ``nn.Linear`` is trainable).
 
 :func:`check_binary` is the boundary check of functions that need binary networks: every
 parameter is a Linear/Conv weight with entries exactly +-1, or a real-valued threshold or
@@ -27,28 +40,30 @@ from torch import nn
 from .errors import BinaryError
 from .layers import BinaryConv2d, BinaryLinear, SumUnits, TwoClassReadout, _Binary
 
-__all__ = ["check_binary", "export", "is_binary"]
+__all__ = ["check_binary", "export", "fixed_weights", "is_binary"]
 
 #: The layers whose weights are the binary tensors (+-1) of a plain binary network.
 BINARY_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def _fixed_linear(weight: torch.Tensor) -> nn.Linear:
-    """A bias-free ``nn.Linear`` holding ``weight``; no draw from the global RNG."""
+def _linear(weight: torch.Tensor, *, fixed: bool = False) -> nn.Linear:
+    """A bias-free ``nn.Linear`` holding ``weight`` (marked fixed if asked); no draw from the
+    global RNG."""
     out_features, in_features = weight.shape
     layer = nn.utils.skip_init(
         nn.Linear, in_features, out_features, bias=False, device=weight.device, dtype=weight.dtype
     )
     with torch.no_grad():
         layer.weight.copy_(weight)
+    layer.weight.requires_grad_(not fixed)
     return layer
 
 
 def _plain(module: nn.Module, like: torch.Tensor) -> nn.Module | None:
     """The plain counterpart of a binary layer, or ``None`` for any other module."""
     if isinstance(module, BinaryLinear):
-        return _fixed_linear(module.binary_weight)
+        return _linear(module.binary_weight)
     if isinstance(module, BinaryConv2d):
         conv = nn.utils.skip_init(
             nn.Conv2d,
@@ -68,9 +83,9 @@ def _plain(module: nn.Module, like: torch.Tensor) -> nn.Module | None:
             conv.weight.copy_(module.binary_weight)
         return conv
     if isinstance(module, SumUnits):
-        return _fixed_linear(like.new_ones(1, module.units))
+        return _linear(like.new_ones(1, module.units), fixed=True)
     if isinstance(module, TwoClassReadout):
-        return _fixed_linear(like.new_tensor([[-1.0], [1.0]]))
+        return _linear(like.new_tensor([[-1.0], [1.0]]), fixed=True)
     return None
 
 
@@ -89,7 +104,9 @@ def export(model: nn.Module) -> nn.Module:
     nn.Module
         A copy in eval mode, on the model's device and dtype, whose outputs equal the binary
         model's (in eval mode) bit for bit; :func:`check_binary` accepts it and
-        :func:`canonicalize.symmetries` reads it (its sign units, permutations and flips).
+        :func:`canonicalize.symmetries` reads it (its sign units, permutations and flips). The
+        layers of ``SumUnits`` and ``TwoClassReadout`` are marked fixed (their weight's
+        ``requires_grad`` is False; see the module docstring).
 
     Raises
     ------
@@ -106,6 +123,8 @@ def export(model: nn.Module) -> nn.Module:
     >>> x = torch.randn(8, 6)
     >>> torch.equal(plain(x), model.eval()(x)), is_binary(plain)
     (True, True)
+    >>> fixed_weights(plain)
+    ('3.weight', '4.weight')
     """
     if not isinstance(model, nn.Module):
         raise BinaryError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -140,8 +159,8 @@ def check_binary(model: nn.Module, name: str = "model") -> nn.Module:
     Binary here: every parameter is a weight of ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d``
     with entries exactly +-1, or a real-valued threshold or scale before a sign (a bias of
     those layers, a ``BatchNorm1d``/``BatchNorm2d`` parameter). The models of
-    ``binary.models`` have no biases. Activations are not checked (they are the model's
-    forward pass).
+    ``binary.models`` have no biases. Fixed layers (:func:`fixed_weights`) obey the same rule.
+    Activations are not checked (they are the model's forward pass).
 
     Parameters
     ----------
@@ -213,6 +232,34 @@ def _check_signs(name: str, full: str, kind: str, p: torch.Tensor) -> None:
             "with binary layers and export it (binary.export), or binarize the weights "
             "(binary.binarize)"
         )
+
+
+def fixed_weights(model: nn.Module) -> tuple[str, ...]:
+    """The ``state_dict`` names of the fixed binary tensors: the weights of ``nn.Linear`` /
+    ``nn.Conv1d`` / ``nn.Conv2d`` layers whose ``requires_grad`` is False.
+
+    :func:`export` marks the weights of a committee's vote and of the two-class readout so; no
+    binary function flips, counts or moves them (see the module docstring).
+
+    Raises
+    ------
+    BinaryError
+        If ``model`` is not an ``nn.Module``.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False))
+    >>> _ = net[1].weight.requires_grad_(False)
+    >>> fixed_weights(net)
+    ('1.weight',)
+    """
+    if not isinstance(model, nn.Module):
+        raise BinaryError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return tuple(
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if isinstance(module, BINARY_LAYERS) and not module.weight.requires_grad
+    )
 
 
 def is_binary(model: nn.Module) -> bool:

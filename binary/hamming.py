@@ -8,9 +8,12 @@ changes one weight, so its length is the Hamming distance. ``t`` in ``[0, 1]`` m
 ``k = floor(t * H + 1/2)`` (rounding half up): ``t = 0`` is ``a``, ``t = 1`` the aligned ``b``,
 and ``t = k / H`` is the point after ``k`` flips.
 
+Only the trainable binary weights flip (:func:`binary.binary_weights`): fixed layers (a
+committee's vote and readout, :func:`binary.fixed_weights`) are equal at both ends and stay so.
 Real-valued parameters (biases, BatchNorm parameters; equal ends leave them fixed) and
 BatchNorm statistics move linearly with the fraction of flips done, ``k / H``, so a point is
-determined by its step alone. A network with one sign output and +-1 targets is measured with
+determined by its step alone; ``t = 0`` and ``t = 1`` hold the ends' values exactly. A
+network with one sign output and +-1 targets is measured with
 ``settings=Settings(metrics="sign_error")`` (``paths.profile`` defaults to class error and loss);
 the functions here that take ``metric="auto"`` choose it themselves.
 """
@@ -102,11 +105,19 @@ class HammingPath(Path):
             out[name] = points[:, offset : offset + size].reshape(len(ts), *self.origin[name].shape)
             offset += size
         s = torch.as_tensor(self._fractions(ts), dtype=like.dtype, device=like.device)
+        end = self._end_params()
         for name, value in self.origin.items():
             if name not in out:
-                shape = (-1, *([1] * value.ndim))
-                out[name] = value.unsqueeze(0) + s.reshape(shape) * self.direction[name]
+                weight = s.reshape(-1, *([1] * value.ndim))
+                out[name] = torch.lerp(value.unsqueeze(0), end[name].unsqueeze(0), weight)
         return {name: out[name] for name in self.origin}
+
+    def _end_params(self) -> Params:
+        """The end's parameters (the aligned ``b``'s), in the origin's dtype and device: where
+        the real-valued ones arrive exactly (``torch.lerp`` at weight 1 returns its end, where
+        ``origin + 1 * direction`` can miss it by a rounding step)."""
+        end = parameters_of(self.aligned)
+        return {name: end[name].to(value) for name, value in self.origin.items()}
 
     def buffers(self, t: Sequence[float] | np.ndarray | Tensor) -> Params:
         """The BatchNorm statistics at every ``t``: the ends' interpolated at ``k / H``."""
@@ -318,9 +329,10 @@ def _flipped(path: HammingPath, current: Tensor, flips: Tensor, fraction: float)
         size = path.origin[name].numel()
         params[name] = points[:, offset : offset + size].reshape(n, *path.origin[name].shape)
         offset += size
+    end = path._end_params()
     for name, value in path.origin.items():
         if name not in params:
-            moved = value + fraction * path.direction[name]
+            moved = torch.lerp(value, end[name], fraction)
             params[name] = moved.unsqueeze(0).expand(n, *value.shape)
     params = {name: params[name] for name in path.origin}
     buffers = Path.buffers(path, [fraction])

@@ -16,6 +16,14 @@ every weight at +-1:
   parameters canonicalize finds no sign, so such units are only permuted;
 - a bias directly before a BatchNorm is redundant (it folds into the running mean).
 
+Fixed layers (:func:`binary.fixed_weights`: a committee's vote and the two-class readout, as
+:func:`binary.export` writes them) are not parameters, and no element may change them: a unit
+whose reversal would flip a fixed weight (a committee's hidden unit: its column of the vote;
+the vote's own output: the readout) keeps its sign, and units are permuted only where the fixed
+weights they meet are equal from unit to unit (the vote's are all +1), so a committee's hidden
+units are permuted, never reversed. :func:`symmetries` returns the spec restricted so, and every
+function here works inside it.
+
 The positive scales discovery also reports (a sign is invariant to ``c > 0`` on its input)
 would break +-1 weights and are not used. Every function here works on the float64 state and
 the :class:`canonicalize.SymmetrySpec`; sign reversals are exact (the running variance is left
@@ -44,8 +52,9 @@ from canonicalize.validate import check_input
 from canonicalize.verify import check_outputs, eval_outputs
 
 from ._canonical import canonical_state, flip_units, sign_classes
+from ._group import match_state, restrict, same_group
 from .errors import BinaryError
-from .export import BINARY_LAYERS, check_binary
+from .export import BINARY_LAYERS, check_binary, fixed_weights
 
 #: Layers whose weights must be exactly +-1.
 _METHODS = ("cosine", "weights")
@@ -61,7 +70,8 @@ def _reraise(what: str) -> Iterator[None]:
 
 
 def binary_weights(model: nn.Module, role: str = "model") -> tuple[str, ...]:
-    """The names of the binary tensors (the weights of every Linear and Conv layer), checked.
+    """The names of the trainable binary tensors (the weights of every Linear and Conv layer
+    but the fixed ones, :func:`binary.fixed_weights`), checked.
 
     Parameters
     ----------
@@ -78,8 +88,8 @@ def binary_weights(model: nn.Module, role: str = "model") -> tuple[str, ...]:
     Raises
     ------
     BinaryError
-        If ``model`` is no module, has no Linear or Conv layer, or a weight holds a value other
-        than +1 or -1 (the message names the parameter).
+        If ``model`` is no module, has no trainable Linear or Conv layer, or a weight holds a
+        value other than +1 or -1 (the message names the parameter).
 
     Examples
     --------
@@ -90,17 +100,30 @@ def binary_weights(model: nn.Module, role: str = "model") -> tuple[str, ...]:
     ...     _ = p.data.fill_(1.0)
     >>> binary_weights(net)
     ('0.weight', '1.weight')
+    >>> _ = net[1].weight.requires_grad_(False)  # fixed, as export marks a committee's vote
+    >>> binary_weights(net)
+    ('0.weight',)
     """
     check_binary(model, role)  # the one rule of what binary is (binary.export)
+    fixed = fixed_weights(model)
     names = [
         f"{name}.weight" if name else "weight"
         for name, module in model.named_modules()
         if isinstance(module, BINARY_LAYERS)
     ]
+    names = [n for n in names if n not in fixed]
     if not names:
+        kinds = [c.__name__ for c in BINARY_LAYERS]
+        hint = (
+            f"; {list(fixed)} are fixed (weight.requires_grad False, as binary.export marks a "
+            "committee's vote and readout; a model frozen with requires_grad_(False) has only "
+            "fixed weights)"
+            if fixed
+            else ""
+        )
         raise BinaryError(
-            f"{role} has no Linear or Conv layer: nothing binary to work on "
-            f"(binary layers are {[c.__name__ for c in BINARY_LAYERS]})"
+            f"{role} has no trainable Linear or Conv layer: nothing binary to work on "
+            f"(binary layers are {kinds}){hint}"
         )
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -141,14 +164,15 @@ def default_metric(model: nn.Module, example: Tensor) -> str:
 def symmetries(model: nn.Module, example_input: Tensor) -> SymmetrySpec:
     """The symmetry group of a plain binary network, discovered by canonicalize.
 
-    The spec is :func:`canonicalize.symmetries`'s; binary functions use its permutation groups
-    and the scale classes whose ``sign`` is free (see the module docstring).
+    The spec is :func:`canonicalize.symmetries`'s without the elements that would change a
+    fixed layer (its ``notes`` say which signs were fixed so); binary functions use its
+    permutation groups and the scale classes whose ``sign`` is free (see the module docstring).
 
     Raises
     ------
     BinaryError
-        For weights that are not +-1 or a model canonicalize cannot handle (the message names
-        the layer).
+        For weights that are not +-1, a model canonicalize cannot handle (the message names
+        the layer), or fixed weights that differ from unit to unit of a permuted layer.
 
     Examples
     --------
@@ -164,7 +188,8 @@ def symmetries(model: nn.Module, example_input: Tensor) -> SymmetrySpec:
     """
     binary_weights(model)
     with _reraise("symmetries"):
-        return canonicalize.symmetries(model, example_input)
+        spec = canonicalize.symmetries(model, example_input)
+    return restrict(spec, model.state_dict(), fixed_weights(model))
 
 
 def random_transform(
@@ -176,7 +201,7 @@ def random_transform(
     sign: bool = True,
 ) -> nn.Module:
     """A copy of a binary network moved by a random element of its group (permutations and
-    sign reversals): the same function, bit for bit, with +-1 weights.
+    sign reversals): the same function, bit for bit, with +-1 weights, fixed layers unchanged.
 
     Parameters
     ----------
@@ -342,7 +367,8 @@ def _same_floats(a: State, b: State) -> bool:
 def check_pair(
     model: nn.Module, reference: nn.Module, roles: tuple[str, str] = ("model", "reference")
 ) -> None:
-    """Refuse non-binary weights and two architectures, saying what differs."""
+    """Refuse non-binary weights and two architectures (fixed layers included), saying what
+    differs."""
     binary_weights(model, roles[0])
     binary_weights(reference, roles[1])
     first, second = model.state_dict(), reference.state_dict()
@@ -360,6 +386,28 @@ def check_pair(
                 f"{tuple(value.shape)} in {roles[0]} and {tuple(second[key].shape)} in "
                 f"{roles[1]}"
             )
+    _check_fixed(model, reference, roles)
+
+
+def _check_fixed(model: nn.Module, reference: nn.Module, roles: tuple[str, str]) -> None:
+    """Fixed layers are part of the architecture: the same ones, holding the same weights."""
+    fixed, other = fixed_weights(model), fixed_weights(reference)
+    if fixed != other:
+        raise BinaryError(
+            f"{roles[0]} and {roles[1]} have different fixed layers (weights with requires_grad "
+            f"False): {list(fixed)} in {roles[0]}, {list(other)} in {roles[1]}; export both "
+            "from the same kind of binary model (binary.export marks a committee's vote and "
+            "readout fixed), or set requires_grad alike"
+        )
+    first, second = model.state_dict(), reference.state_dict()
+    for name in fixed:
+        if not torch.equal(first[name], second[name].to(first[name])):
+            raise BinaryError(
+                f"{roles[0]} and {roles[1]} have different architectures: their fixed weights "
+                f"'{name}' differ ({first[name].flatten().tolist()[:8]} in {roles[0]}, "
+                f"{second[name].flatten().tolist()[:8]} in {roles[1]}); fixed layers are not "
+                "parameters, so no path or distance can move between them"
+            )
 
 
 def align(
@@ -371,12 +419,15 @@ def align(
     exact: bool = True,
     limit: int = 10_000,
 ) -> nn.Module:
-    """Permute and sign-flip ``model``'s units to match ``reference`` (the toroids paper).
+    """Permute and sign-flip ``model``'s units to match ``reference`` (the toroids paper),
+    inside the group of :func:`symmetries` (fixed layers are never changed).
 
     ``"cosine"``, the paper's procedure: layer by layer from the input, a Hungarian assignment
     (scipy's ``linear_sum_assignment``) on the absolute cosine of the units' incoming weights,
     in the coordinates the previous layers' permutations and flips left; then every unit whose
-    cosine is negative is flipped (:func:`canonicalize.match`, ``method="cosine"``).
+    cosine is negative is flipped (:func:`canonicalize.match`, ``method="cosine"``). Units
+    without a free sign (a committee's hidden units, which feed the fixed vote) are matched on
+    the signed cosine and only permuted.
     ``"weights"``: the same, then weight matching (git re-basin's coordinate descent on
     incoming and outgoing weights together), which lowers the Hamming distance further where
     incoming weights alone leave ties. Cosine matching reads incoming weights only: on small
@@ -433,18 +484,21 @@ def align(
     if method not in _METHODS:
         raise BinaryError(f"method must be one of {_METHODS}, got {method!r}")
     check_pair(model, reference)
-    with _reraise("align"):
-        result = canonicalize.match(model, reference, example_input, method)
-    state, ref = to_float64(result.model), to_float64(reference)
-    if not exact or _same_floats(state, ref):
-        return result.model  # checked by match
-    limit = _check_limit(limit)
-    ca = canonical_state(to_float64(model), result.spec, fold=False, limit=limit)
-    cb = canonical_state(to_float64(reference), result.spec, fold=False, limit=limit)
-    if not _same_floats(ca, cb):
-        return result.model
-    # one class: the reference's values are the model moved by the element between them
-    state = {k: (ref[k] if v.is_floating_point() else v) for k, v in state.items()}
+    spec = symmetries(model, example_input)
+    if not same_group(spec, symmetries(reference, example_input)):
+        raise BinaryError(
+            "align: model and reference have the same tensors but different symmetry groups "
+            "(their graphs differ, e.g. other activations); align needs one architecture"
+        )
     with _reraise("align"):
         x = check_input(model, example_input)
+        state = match_state(model, reference, spec, method)
+    ref = to_float64(reference)
+    if exact and not _same_floats(state, ref):
+        limit = _check_limit(limit)
+        ca = canonical_state(to_float64(model), spec, fold=False, limit=limit)
+        cb = canonical_state(to_float64(reference), spec, fold=False, limit=limit)
+        if _same_floats(ca, cb):
+            # one class: the reference's values are the model moved by the element between them
+            state = {k: (ref[k] if v.is_floating_point() else v) for k, v in state.items()}
     return _finish(model, state, x, "align")

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given
 from torch import nn
 
+from binary import committee, export
 from binary.distance import HammingDistance, hamming_distance, overlap
 from binary.errors import BinaryError
 from binary.symmetry import random_transform
@@ -47,6 +48,25 @@ def test_alignment_removes_the_symmetry_part_of_the_distance():
     assert hamming_distance(net, other, x, align=False).count > 0
     assert hamming_distance(net, other, x).count == 0
     assert hamming_distance(net, other).count == 0  # example inputs drawn for a Linear first layer
+
+
+@pytest.mark.parametrize("output", ["sum", "majority"])
+def test_committees_count_only_their_trainable_weights(output):
+    """The vote and the readout are fixed, no parameters: only the first layer counts."""
+    a = export(committee(15, 5, output=output, seed=1))
+    b = export(committee(15, 5, output=output, seed=2))
+    x = torch.randn(32, 15, generator=torch.Generator().manual_seed(0))
+    unaligned = hamming_distance(a, b, x, align=False)
+    assert unaligned.total == 15 * 5 and list(unaligned.per_tensor) == ["1.weight"]
+    assert unaligned.count == int((a[1].weight != b[1].weight).sum())
+    found = hamming_distance(a, b, x)
+    assert found.total == 75 and list(found.per_tensor) == ["1.weight"]
+    assert 0 < found.count <= unaligned.count
+    assert overlap(a, b, x) == pytest.approx(found.overlap, abs=1e-15)
+    shuffled_units = copy.deepcopy(a)
+    with torch.no_grad():
+        shuffled_units[1].weight.copy_(a[1].weight[torch.tensor([3, 0, 4, 1, 2])])
+    assert hamming_distance(a, shuffled_units, x).count == 0
 
 
 def test_opposite_perceptrons_have_overlap_minus_one():

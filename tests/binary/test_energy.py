@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from torch import nn
 
+from binary import committee, energy, export, fixed_weights
 from binary.energy import BinaryLocalEnergy, local_energy
 from binary.errors import BinaryError
 from canonicalize import Sign
@@ -74,6 +75,25 @@ def test_draws_are_nested_seeded_and_batched_like_single_networks():
     assert one.mean["error"][0] == 0 and one.mean["error"][-1] > one.mean["error"][1]
     assert np.allclose(one.std["error"], one.perturbed["error"].std(axis=1))
     assert json.loads(json.dumps(one.to_dict()))["total"] == one.total
+
+
+@pytest.mark.parametrize("output", ["sum", "majority"])
+def test_a_committee_flips_only_its_trainable_weights(output, monkeypatch):
+    """The vote and the readout are fixed: no draw flips them, and N counts the first layer."""
+    model = export(committee(15, 5, output=output, seed=1))
+    x = torch.randn(40, 15, generator=torch.Generator().manual_seed(0))
+    seen = []
+    wrapped = energy.from_params
+    monkeypatch.setattr(energy, "from_params", lambda m, p: seen.append(p) or wrapped(m, p))
+    curve = local_energy(model, (x, model(x).argmax(1)), (0.0, 0.2, 1.0), samples=16)
+    assert curve.total == 75 and curve.flips.tolist() == [0, 15, 75]
+    assert seen
+    fixed = {n: model.state_dict()[n] for n in fixed_weights(model)}
+    for block in seen:
+        for name, value in fixed.items():
+            assert bool((block[name] == value).all())
+    # every weight of the first layer flipped: every hidden unit and so the vote reversed
+    assert curve.perturbed["error"][2].tolist() == [1.0] * 16
 
 
 def test_settings_and_batchnorm():

@@ -2,6 +2,7 @@
 for bit; the binary check and its messages."""
 
 import copy
+import io
 
 import pytest
 import torch
@@ -14,11 +15,14 @@ from binary import (
     BinaryLinear,
     BinarySign,
     binary_mlp,
+    binary_weights,
     check_binary,
     committee,
     export,
+    fixed_weights,
     is_binary,
     perceptron,
+    symmetries,
 )
 from tests.strategies import binary_models
 
@@ -60,6 +64,35 @@ def test_exported_layers_are_plain_with_fixed_readouts():
     assert plain[5].weight.tolist() == [[-1.0], [1.0]]
     assert all(m.bias is None for m in plain if isinstance(m, nn.Linear))
     assert plain[1].weight.dtype == model[1].weight.dtype
+    # the vote and the readout are no parameters of the trained model: marked fixed
+    assert [p.requires_grad for p in plain.parameters()] == [True, False, False]
+    assert fixed_weights(plain) == ("3.weight", "5.weight")
+
+
+@pytest.mark.parametrize(
+    ("make", "trained", "fixed"),
+    [
+        (lambda: committee(6, 3, seed=0), ("1.weight",), ("3.weight", "4.weight")),
+        (lambda: committee(6, 3, tree=True, seed=0), ("2.weight",), ("5.weight", "6.weight")),
+        (lambda: perceptron(6, seed=0), ("1.weight",), ("2.weight",)),
+        (lambda: binary_mlp(6, (4,), 3, seed=0), ("1.weight", "4.weight"), ()),
+    ],
+)
+def test_the_fixed_marker_is_kept_wherever_the_model_goes(make, trained, fixed):
+    plain = export(make())
+    assert fixed_weights(plain) == fixed and binary_weights(plain) == trained
+    buffer = io.BytesIO()
+    torch.save(plain, buffer)
+    buffer.seek(0)
+    reloaded = export(make())
+    reloaded.load_state_dict(plain.state_dict())
+    for other in (
+        copy.deepcopy(plain),
+        plain.double(),
+        torch.load(buffer, weights_only=False),
+        reloaded,
+    ):
+        assert fixed_weights(other) == fixed
 
 
 def test_export_of_a_bare_layer_and_of_a_shared_layer():
@@ -76,9 +109,12 @@ def test_export_of_a_bare_layer_and_of_a_shared_layer():
 
 def test_exported_perceptron_is_read_by_canonicalize():
     x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
-    spec = canonicalize.symmetries(export(perceptron(5, seed=0)), x)
-    # the output unit and its fixed readout can flip together: (w, (-1, 1)) ~ (-w, (1, -1))
+    plain = export(perceptron(5, seed=0))
+    spec = canonicalize.symmetries(plain, x)
+    # to canonicalize the output unit and the readout can flip together, (w, (-1, 1)) ~
+    # (-w, (1, -1)); the readout is fixed, so the binary group has no such reversal
     assert [g.size for g in spec.groups] == [1] and spec.scales[0].sign
+    assert not any(cls.sign for cls in symmetries(plain, x).scales)
 
 
 def test_export_refuses_models_without_binary_layers():

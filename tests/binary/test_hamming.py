@@ -10,6 +10,7 @@ import torch
 from hypothesis import given
 from torch import nn
 
+from binary import binary_mlp, committee, export, fixed_weights, trainable
 from binary.distance import hamming_distance
 from binary.errors import BinaryError
 from binary.hamming import (
@@ -25,7 +26,7 @@ from canonicalize import Sign
 from funcspace.evaluation import Settings, evaluate
 from paths import barrier, profile
 from tests.binary.test_symmetry import shuffled, wide
-from tests.strategies import binary_mlps, group_seeds
+from tests.strategies import binary_mlps, group_seeds, randomize_batchnorm
 
 
 def binary_vector(params: dict, names) -> torch.Tensor:
@@ -207,6 +208,52 @@ def test_batchnorm_networks_get_interpolated_statistics():
     x = torch.randn(32, 5, dtype=torch.float64, generator=g)
     result = profile(path, (x, a(x).argmax(1)), n=5, batchnorm="interpolate")
     assert result.batchnorm == "interpolate"
+
+
+def test_the_ends_of_a_batchnorm_network_s_path_are_exact():
+    """Real-valued parameters at t = 1 are the end's, not ``origin + 1 * direction`` (which
+    rounds: a float step away from ``b``'s value)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (export(binary_mlp(12, (6, 5), 3, seed=s)) for s in (1, 2))
+    for net in (a, b):
+        randomize_batchnorm(net, g)
+        net.eval()
+    x = torch.randn(32, 12, generator=g)
+    path = hamming_path(a, b, example_input=x)
+    origin, end = a.state_dict(), path.aligned.state_dict()
+    rounded = [n for n in path.origin if not torch.equal(origin[n] + (end[n] - origin[n]), end[n])]
+    assert rounded  # the naive end misses b's values here
+    for t, ends in ((0.0, origin), (1.0, end)):
+        params = path.params([t])
+        assert all(torch.equal(params[n][0], ends[n]) for n in params)
+        reached = path.at(t).state_dict()
+        assert all(torch.equal(reached[n], ends[n]) for n in ends)
+    assert torch.equal(path.at(1.0)(x), b(x))
+
+
+@pytest.mark.parametrize("output", ["sum", "majority"])
+def test_paths_and_midpoints_of_committees_keep_their_fixed_layers(output):
+    """Alignment only permutes a committee's hidden units, so every point between two
+    committees is a committee: the vote and readout of its ends."""
+    a, b = (export(committee(15, 5, output=output, seed=s)) for s in (1, 2))
+    x = torch.randn(32, 15, generator=torch.Generator().manual_seed(0))
+    fixed = {n: a.state_dict()[n] for n in fixed_weights(a)}
+    path = hamming_path(a, b, example_input=x)
+    assert path.names == ("1.weight",)
+    assert path.length == hamming_distance(a, b, x).count
+    params = path.params(np.arange(path.length + 1) / path.length)
+    assert all(bool((params[n] == v).all()) for n, v in fixed.items())
+    assert torch.equal(path.at(1.0)(x), b(x))
+    template = committee(15, 5, output=output, seed=0)
+    for seed in range(4):
+        mid = hamming_midpoint(a, b, seed=seed, example_input=x)
+        assert fixed_weights(mid) == tuple(fixed)
+        assert all(torch.equal(mid.state_dict()[n], v) for n, v in fixed.items())
+        assert torch.equal(export(trainable(mid, template)).state_dict()["1.weight"], mid[1].weight)
+    bent = hamming_bent(a, None, b, example_input=x, seed=1)
+    assert fixed_weights(bent.bend) == tuple(fixed)
+    assert all(torch.equal(bent.bend.state_dict()[n], v) for n, v in fixed.items())
+    assert torch.equal(bent.at(1.0)(x), b(x))
 
 
 def test_single_bend_path():

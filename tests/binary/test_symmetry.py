@@ -4,13 +4,14 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from torch import nn
 
 import binary.symmetry as S
+from binary import committee, export, fixed_weights
 from binary.errors import BinaryError
 from canonicalize import Sign
-from tests.strategies import binary_mlps, group_seeds
+from tests.strategies import binary_mlps, binary_models, group_seeds
 
 
 def same_state(a: nn.Module, b: nn.Module) -> bool:
@@ -213,8 +214,11 @@ def test_bad_arguments():
         S.canonical_form(net, x, limit=0)
     with pytest.raises(BinaryError, match="no parameters"):
         S.binary_weights(nn.Sequential(Sign()))
-    with pytest.raises(BinaryError, match="no Linear or Conv"):
+    with pytest.raises(BinaryError, match="no trainable Linear or Conv"):
         S.binary_weights(nn.Sequential(nn.BatchNorm1d(3), Sign()))
+    frozen = copy.deepcopy(net).requires_grad_(False)
+    with pytest.raises(BinaryError, match=r"no trainable .*'0\.weight', .* are fixed"):
+        S.binary_weights(frozen)
     with pytest.raises(BinaryError, match="example_input"):
         S.infer_example_input(nn.Sequential(nn.Conv2d(1, 2, 3)))
 
@@ -226,3 +230,106 @@ def test_models_are_left_untouched():
     S.align(shuffled(net, 1), net, x)
     S.random_transform(net, x, seed=2)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+# ------------------------------------------------------------------ fixed layers (committees)
+
+
+def fixed_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    return {name: state[name].clone() for name in fixed_weights(model)}
+
+
+def same_fixed(a: nn.Module, b: nn.Module) -> bool:
+    fa, fb = fixed_state(a), fixed_state(b)
+    marked = all(not p.requires_grad for n, p in b.named_parameters() if n in fb)
+    return marked and fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def a_committee(
+    seed: int = 1, output: str = "sum", units: int = 5
+) -> tuple[nn.Module, torch.Tensor]:
+    plain = export(committee(15, units, output=output, seed=seed)).double()
+    return plain, torch.randn(
+        32, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+
+
+def permuted_units(plain: nn.Module, seed: int) -> nn.Module:
+    """The committee with its hidden units permuted (rows of the first layer; the vote's
+    columns are all +1): a group element by hand, no flips."""
+    moved = copy.deepcopy(plain)
+    perm = torch.randperm(plain[1].out_features, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        moved[1].weight.copy_(plain[1].weight[perm])
+    return moved
+
+
+@pytest.mark.parametrize("output", ["sum", "majority"])
+def test_a_committee_s_hidden_units_only_permute(output):
+    """A reversal of a hidden unit would flip its weight in the fixed vote: not in the group."""
+    plain, x = a_committee(output=output)
+    spec = S.symmetries(plain, x)
+    assert [g.size for g in spec.groups] == [5, 1]
+    assert not any(cls.sign for cls in spec.scales)
+    assert any("keep their sign" in note for note in spec.notes)
+    rows = sorted(map(tuple, plain[1].weight.tolist()))
+    for seed in range(6):
+        moved = S.random_transform(plain, x, seed=seed)
+        assert same_fixed(plain, moved) and torch.equal(moved(x), plain(x))
+        assert sorted(map(tuple, moved[1].weight.tolist())) == rows  # permuted, none reversed
+    canon = S.canonical_form(plain, x)
+    assert same_fixed(plain, canon)
+    assert same_state(canon, S.canonical_form(permuted_units(plain, 3), x))
+
+
+@pytest.mark.parametrize("method", ["cosine", "weights"])
+@pytest.mark.parametrize("output", ["sum", "majority"])
+def test_align_recovers_a_permuted_committee_and_never_changes_fixed_weights(output, method):
+    plain, x = a_committee(output=output)
+    with torch.no_grad():
+        plain[1].weight[1] = -plain[1].weight[0]  # a mirror pair: |cosine| cannot tell them apart
+    for seed in range(3):
+        moved = permuted_units(plain, seed)
+        assert same_state(S.align(moved, plain, x, method, exact=False), plain)
+        assert same_state(S.align(moved, plain, x, method), plain)
+    for seed in range(2, 6):
+        other = export(committee(15, 5, output=output, seed=seed)).double()
+        aligned = S.align(other, plain, x, method)
+        assert same_fixed(plain, aligned) and torch.equal(aligned(x), other(x))
+
+
+@given(binary_models(), group_seeds)
+def test_group_elements_of_exported_models_keep_their_fixed_layers(case, seed):
+    assume(case.family in ("perceptron", "committee"))  # the families with fixed layers
+    assume(not isinstance(case.model[1], nn.Unflatten))  # canonicalize cannot read a tree's
+    plain = export(case.model)
+    moved = S.random_transform(plain, case.x, seed=seed)
+    assert same_fixed(plain, moved) and torch.equal(moved(case.x), plain(case.x))
+    assert same_fixed(plain, S.canonical_form(moved, case.x))
+    assert same_fixed(plain, S.align(moved, plain, case.x))
+
+
+def test_fixed_weights_that_differ_across_permuted_units_are_refused():
+    net, x = wide()
+    net[4].weight.requires_grad_(False)  # a fixed readout whose columns differ
+    with pytest.raises(BinaryError, match=r"fixed weights '4\.weight' differ from unit to unit"):
+        S.symmetries(net, x)
+    with torch.no_grad():
+        net[4].weight.fill_(1.0)  # equal columns: the units before it permute, never flip
+    spec = S.symmetries(net, x)
+    assert [s.size for s in spec.scales if s.sign] == [15]
+
+
+def test_fixed_layers_are_part_of_the_architecture():
+    plain, x = a_committee()
+    other = export(committee(15, 5, seed=2)).double()
+    unmarked = copy.deepcopy(other)
+    unmarked[3].weight.requires_grad_(True)
+    with pytest.raises(BinaryError, match=r"different fixed layers.*\['3\.weight', '4\.weight'\]"):
+        S.align(unmarked, plain, x)
+    swapped = copy.deepcopy(other)
+    with torch.no_grad():
+        swapped[4].weight.neg_()
+    with pytest.raises(BinaryError, match=r"fixed weights '4\.weight' differ"):
+        S.align(swapped, plain, x)

@@ -2,7 +2,9 @@
 
 The ground floor of funcspace, usable on its own (torch, torch.fx, scipy, geoopt):
 
-- :func:`symmetries` discovers which units share a permutation, a positive scale or a sign;
+- :func:`symmetries` discovers which units share a permutation, a positive scale or a sign
+  (MLPs, CNNs with BatchNorm, residual and grouped networks, and transformers: residual
+  streams through LayerNorm and RMSNorm, embeddings, attention heads);
 - :func:`canonical_form` returns the unique representative of the model's symmetry class;
 - :func:`normalize` removes positive scales only (the toroids paper's normalization);
 - :func:`match` permutes (and sign-flips) one network's units to match another's and returns

@@ -213,7 +213,7 @@ def _sign_classes(spec: SymmetrySpec, group: int) -> dict[tuple[str, int], set[i
     for cls in spec.scales:
         if cls.group != group or not cls.sign:
             continue
-        touched = [(row, 0) for i in cls.sites for row in spec.sites[i].rows]
+        touched = [(row, spec.sites[i].dim) for i in cls.sites for row in spec.sites[i].rows]
         touched += [(column.tensor, column.dim) for column in cls.columns]
         for absorb in cls.absorbs:
             bn = spec.batchnorms[absorb.batchnorm]
@@ -616,9 +616,9 @@ def _batches(x: Tensor, size: int) -> Iterator[Tensor]:
     yield from x.split(size)
 
 
-def _units_last(t: Tensor) -> Tensor:
-    """(N, C, ...) -> (N * ..., C): every position is a sample of the channel."""
-    return t.movedim(1, -1).reshape(-1, t.shape[1]).to(torch.float64)
+def _units_last(t: Tensor, dim: int = 1) -> Tensor:
+    """(N, C, ...) -> (N * ..., C): every position is a sample of the channel (on ``dim``)."""
+    return t.movedim(dim, -1).reshape(-1, t.shape[dim]).to(torch.float64)
 
 
 def _match_activations(
@@ -632,6 +632,11 @@ def _match_activations(
     element: Element,
 ) -> None:
     names = {name for g in spec.groups for name, _, _ in g.nodes}
+    axis_of = {
+        name: (g.node_axes[i] if g.node_axes else 1)
+        for g in spec.groups
+        for i, (name, _, _) in enumerate(g.nodes)
+    }
     sums: dict[str, list[Tensor]] = {}
     count: dict[str, int] = {}
     with torch.no_grad():
@@ -640,7 +645,9 @@ def _match_activations(
             mine.run(batch)
             theirs.run(batch)
             for name in names:
-                b, a = _units_last(mine.seen[name]), _units_last(theirs.seen[name])
+                axis = axis_of[name]
+                b = _units_last(mine.seen[name], axis)
+                a = _units_last(theirs.seen[name], axis)
                 parts = [a.sum(0), b.sum(0), (a * a).sum(0), (b * b).sum(0), a.T @ b]
                 if name in sums:
                     sums[name] = [s + p for s, p in zip(sums[name], parts, strict=True)]

@@ -40,8 +40,8 @@ def block_groups(
 
     Returns
     -------
-    The new groups (indexed after ``groups``), and for each convolution whose blocks cannot
-    swap, its graph node and the reason.
+    The new groups (indexed after ``groups``), and for each record whose blocks cannot swap,
+    its graph node, its kind (``"convolution"``, ``"heads"``) and the reason.
     """
     found: list[PermGroup] = []
     refused: list[tuple[object, str]] = []
@@ -50,8 +50,9 @@ def block_groups(
         axes = None
         if reason is None:
             axes, reason = _axes(members, groups, state_shapes)
+        kind = record.get("kind", "convolution")
         if reason is not None:
-            refused.append((record["node"], reason))
+            refused.append((record["node"], kind, reason))
             continue
         found.append(
             PermGroup(
@@ -61,6 +62,7 @@ def block_groups(
                 sites=(),
                 nodes=(),
                 blocks=tuple(zip(*members, strict=True)),
+                kind="heads" if kind == "heads" else "blocks",
             )
         )
     return found, refused
@@ -114,9 +116,17 @@ def _axes(members, groups, state_shapes) -> tuple[list[AxisRef] | None, str | No
         per_block: list[dict[tuple, AxisRef]] = []
         for g, group in enumerate(side):
             plain: dict[tuple, AxisRef] = {}
-            for axis in groups[group].axes:
+            # a tensor may hold a group twice along one axis (the query and key rows of one
+            # packed projection): its occurrences are told apart by their order
+            ranked = sorted(
+                groups[group].axes,
+                key=lambda a: (a.tensor, a.dim, a.block, a.index[0] if a.index else 0),
+            )
+            for axis in ranked:
                 if axis.row_slice is None:
-                    plain[(axis.tensor, axis.dim, axis.block)] = axis
+                    key = (axis.tensor, axis.dim, axis.block)
+                    rank = sum(1 for k in plain if k[:3] == key)
+                    plain[(*key, rank)] = axis
                     continue
                 index = rows_of_output.get((axis.tensor, g))
                 lo, hi = axis.row_slice
@@ -129,7 +139,7 @@ def _axes(members, groups, state_shapes) -> tuple[list[AxisRef] | None, str | No
         if any(set(p) != set(per_block[0]) for p in per_block):
             return None, "its blocks do not live on the same tensors"
         for key in per_block[0]:
-            tensor, dim, block = key
+            tensor, dim, block, _ = key
             positions = []
             for plain in per_block:
                 index = plain[key].index

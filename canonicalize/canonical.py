@@ -131,6 +131,21 @@ def canonical_form(
     alike), the spec's ``notes`` say so. Whole blocks of a grouped convolution are sorted after
     the units inside them, by their contents.
 
+    Transformers (see :mod:`canonicalize.attention` and :mod:`canonicalize.tokens`): the
+    residual stream is one group, ordered by the layer that opens it (the embedding's columns,
+    or the first layer writing into it); through LayerNorm it keeps only its permutation,
+    through RMSNorm also a sign per feature (chosen as for a tanh unit; every RMSNorm gain
+    flips with it). A LayerNorm's or RMSNorm's gain (and bias) that only linear layers read
+    has a free scale: it is normalized and pushed into the readers' columns. Heads are sorted
+    as whole blocks after the features inside them: the query-key features of a head together
+    (by the query rows), the value features by their rows (normalized, signed). Not divided
+    out (and noted in the spec): each head's invertible maps of its query-key product
+    (``W_Q -> A W_Q``, ``W_K -> A^-T W_K``) and value-output product beyond permutations and the
+    value scales; the key bias's per-query constant and the value bias's fold into the output
+    bias; translations along the all-ones vector of what only LayerNorms read; a global sign
+    of a LayerNorm stream; rotations of an RMSNorm stream (``O(d)``) or of a LayerNorm stream
+    fixing the all-ones vector; per-column scales of embeddings and position tables.
+
     Parameters
     ----------
     model : nn.Module

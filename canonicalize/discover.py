@@ -5,7 +5,11 @@ unit it holds (a union-find id, shared by every channel that must be permuted wi
 scale atoms whose factors multiply it (all of each factor, or only its sign behind a sign
 activation), and whether it is known to be zero (zero-padded channels). Channel axes are thus
 sequences of segments: concatenation lays groups side by side, slicing and padding place a
-group inside a wider axis. Each operation adds what it allows (see :mod:`canonicalize.ops`);
+group inside a wider axis. Features lie on axis 1 (feature maps, flat batches) or on the last
+axis (token sequences), or, split into attention heads, on several axes (see
+:mod:`canonicalize.values`). Each operation adds what it allows (see :mod:`canonicalize.ops`;
+attention in :mod:`canonicalize.attention`, embeddings, norms and parameters in
+:mod:`canonicalize.tokens`, axis bookkeeping in :mod:`canonicalize.structure`);
 :mod:`canonicalize.resolve` turns the atoms into groups and scale classes.
 """
 
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,72 +24,46 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from . import ops
+from .attention import AttentionOps
 from .errors import SymmetryError
+from .nodes import describe, layer, where
 from .ops import SUPPORTED_LAYERS
 from .spec import BatchNormInfo, BiasFold, SymmetrySpec
+from .structure import StructureOps, kept
+from .tokens import TokenOps
 from .tracing import layer_path, state_name, trace
-from .validate import check_input, check_model
+from .validate import INTEGER_DTYPES, check_input, check_model
+from .values import (
+    FIXED,
+    Chan,
+    Pieces,
+    Term,
+    UnionFind,
+    Value,
+    featureless,
+    inert,
+    is_featureless,
+    lift,
+)
+from .values import fixed as _fixed
 
 __all__ = ["SUPPORTED_LAYERS", "symmetries", "trace"]
 
-FIXED = 0
-_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+# re-exported for the modules that read a walk
+__all__ += ["FIXED", "Chan", "Term", "UnionFind", "Value", "describe", "layer", "where"]
 
-
-class UnionFind:
-    """Union-find over integer atoms; atom 0 is 'fixed' and always its set's root."""
-
-    def __init__(self) -> None:
-        self.parent = [FIXED]
-        self.origin = ["<fixed>"]
-
-    def new(self, count: int, origin: str) -> int:
-        """Allocate ``count`` fresh atoms created by ``origin``; returns the first."""
-        first = len(self.parent)
-        self.parent.extend(range(first, first + count))
-        self.origin.extend([origin] * count)
-        return first
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> int:
-        ra, rb = self.find(a), self.find(b)
-        lo, hi = min(ra, rb), max(ra, rb)
-        self.parent[hi] = lo
-        return lo
-
-
-Term = tuple[int, str]  # (scale atom, "full" | "sign")
-
-
-class Chan(NamedTuple):
-    """One channel: its unit atom (``None`` for a fixed channel), its factors, whether zero."""
-
-    perm: int | None
-    terms: frozenset[Term]
-    zero: bool = False
-
-
-class Value(NamedTuple):
-    """What the walk knows about one tensor.
-
-    ``chans`` describes axis 1 (the channel axis); ``block`` entries per channel once a
-    ``(C, H, W)`` map is flattened; ``shift`` names the biases whose per-channel translation reach
-    this tensor unchanged (so a BatchNorm reading it can absorb the bias).
-    """
-
-    chans: tuple[Chan, ...]
-    block: int
-    shape: tuple[int, ...]
-    shift: tuple[str, ...] = ()
-
-
-def _fixed(count: int) -> tuple[Chan, ...]:
-    return tuple(Chan(None, frozenset()) for _ in range(count))
+_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout1d,
+    nn.Dropout2d,
+)
 
 
 def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
@@ -99,14 +76,17 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
         and one tensor output, written with modules or functional calls. Only what the forward
         pass uses counts: attributes it never calls (a loss module, a spare head) are ignored.
     example_input : torch.Tensor
-        A batch of inputs (batch axis first) used to trace the model and read shapes.
+        A batch of inputs (batch axis first) used to trace the model and read shapes: floating
+        point, or integer token ids for a model that embeds them.
 
     Returns
     -------
     SymmetrySpec
         Which axes share one permutation (across residual additions, through Flatten, inside
-        concatenations), which units carry a positive scale or a sign, and how consumers
-        compensate; ``print(spec)`` describes it.
+        concatenations, along a transformer's residual stream), which units carry a positive
+        scale or a sign, which whole blocks permute together (attention heads, blocks of a
+        grouped convolution), and how consumers compensate; ``print(spec)`` describes it, and
+        ``spec.notes`` say what the graph held fixed that a wider group would move.
 
     Raises
     ------
@@ -129,19 +109,21 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
 def discover(model: nn.Module, example_input: torch.Tensor) -> tuple[SymmetrySpec, fx.GraphModule]:
     """:func:`symmetries` and the traced graph it was read from."""
     from .resolve import resolve
+    from .transform import aliases
 
     check_model(model)
-    if isinstance(example_input, torch.Tensor) and example_input.dtype in _INTEGER_DTYPES:
-        # integer inputs feed an embedding: name the layer rather than the dtype
+    if isinstance(example_input, torch.Tensor) and example_input.dtype in INTEGER_DTYPES:
+        # integer token ids are valid only for a model that takes them
         try:
-            gm = trace(model, example_input)
-        except SymmetryError:
-            gm = None  # the model does not take integers either: the dtype is the problem
-        if gm is not None:
-            Walk(gm).run()
+            trace(model, example_input)
+        except SymmetryError as exc:
+            raise SymmetryError(
+                f"example_input must be floating point, got {example_input.dtype} (integer "
+                f"token ids only for a model that embeds them; this one fails on them: {exc})"
+            ) from exc
     example_input = check_input(model, example_input)
     gm = trace(model, example_input)
-    return resolve(Walk(gm).run()), gm
+    return resolve(Walk(gm, aliases(model)).run()), gm
 
 
 def graph_signature(gm: fx.GraphModule) -> tuple:
@@ -156,37 +138,19 @@ def graph_signature(gm: fx.GraphModule) -> tuple:
     return tuple(rows)
 
 
-def where(node: fx.Node) -> str:
-    """The module path (and class) a node belongs to, for error messages."""
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path, (_, cls) = next(reversed(stack.items()))
-        name = getattr(cls, "__name__", str(cls))
-        return f" in '{path}' ({name})" if path else ""
-    return ""
+class Walk(StructureOps, AttentionOps, TokenOps):
+    """One pass over the traced graph that records atoms and constraints.
 
+    ``alias`` maps every state name of a tensor shared by several modules (tied weights) to
+    the one name the spec uses for it (see :func:`canonicalize.transform.aliases`).
+    """
 
-def layer(name: str, module: nn.Module) -> str:
-    """A layer for error messages, by module path ("" for a model that is one layer)."""
-    kind = type(module).__name__
-    return f"layer '{name}' ({kind})" if name else f"the model itself ({kind})"
-
-
-def describe(node: fx.Node) -> str:
-    target = node.target
-    name = getattr(target, "__name__", str(target))
-    kind = {"call_function": "function", "call_method": "method", "call_module": "layer"}
-    return f"{kind.get(node.op, node.op)} '{name}' (node '{node.name}'){where(node)}"
-
-
-class Walk:
-    """One pass over the traced graph that records atoms and constraints."""
-
-    def __init__(self, gm: fx.GraphModule) -> None:
+    def __init__(self, gm: fx.GraphModule, alias: dict[str, str] | None = None) -> None:
         self.gm = gm
+        self.alias = dict(alias or {})
         self.perms = UnionFind()
         self.scales = UnionFind()
-        self.values: dict[fx.Node, Value | None] = {}
+        self.values: dict[fx.Node, Value | Pieces | None] = {}
         self.no_magnitude: set[int] = set()
         self.no_sign: set[int] = set()
         # raw records, one entry per channel: resolve turns them into groups and classes
@@ -201,8 +165,15 @@ class Walk:
         self.notes: list[str] = []
         self.output: Value | None = None
         self.called: set[str] = set()
-        # grouped convolutions: per block, the perm atoms of its input and output channels
+        # whole blocks that permute together: blocks of grouped convolutions, attention heads;
+        # per block, the perm atoms of each side (inputs/outputs, query-key/value)
         self.grouped: list[dict] = []
+        # parameters read directly by the forward pass, once claimed: name -> value
+        self.claimed: dict[str, Value] = {}
+
+    def name(self, tensor: str) -> str:
+        """The state name the spec uses for ``tensor`` (one name per tied tensor)."""
+        return self.alias.get(tensor, tensor)
 
     # --- constraints -------------------------------------------------------------------
     def terminal(self, chans: tuple[Chan, ...] | list[Chan]) -> None:
@@ -242,59 +213,114 @@ class Walk:
             self.values[node] = self.visit(node)
         if self.output is None:
             raise SymmetryError("the traced model has no output")
+        self.tie()
         return self
 
     def value(self, arg: object, node: fx.Node) -> Value:
+        """The value of a tensor argument (a parameter read directly is claimed here)."""
         if not isinstance(arg, fx.Node) or self.values.get(arg) is None:
             raise SymmetryError(
                 f"{describe(node)} takes a non-tensor argument where a tensor was expected"
             )
-        return self.values[arg]  # type: ignore[return-value]
+        value = self.values[arg]
+        if isinstance(value, Pieces):
+            raise SymmetryError(
+                f"{describe(node)} takes a tuple of tensors where a tensor was expected"
+            )
+        if value.param is not None and not value.axes:
+            value = self.claim(arg, value)
+        if value.heads is not None:
+            raise SymmetryError(
+                f"{describe(node)} uses the scores of an attention in a way canonicalize does "
+                "not support (scores may be masked, scaled, soft-maxed over keys, dropped out "
+                "and multiplied with values)"
+            )
+        return value
+
+    def tensor_inputs(self, node: fx.Node) -> list[fx.Node]:
+        found: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), found.append)
+        return [n for n in dict.fromkeys(found) if isinstance(self.values.get(n), (Value, Pieces))]
 
     def shift_of(self, arg: object) -> tuple[str, ...]:
         """The bias translation carried by ``arg``, if ``arg`` feeds nothing else."""
-        if isinstance(arg, fx.Node) and len(arg.users) == 1 and self.values.get(arg) is not None:
-            return self.values[arg].shift  # type: ignore[union-attr]
+        if isinstance(arg, fx.Node) and len(arg.users) == 1:
+            value = self.values.get(arg)
+            if isinstance(value, Value):
+                return value.shift
         return ()
 
-    def visit(self, node: fx.Node) -> Value | None:
+    def on_axis(self, value: Value, dim: int, node: fx.Node) -> Value:
+        """``value`` with its features on axis ``dim`` (a fixed value fits any axis)."""
+        dim = dim % max(1, len(value.shape))
+        if value.axes == (dim,):
+            return value
+        if inert(value) and len(value.shape) > dim:
+            return value._replace(chans=_fixed(value.shape[dim]), axes=(dim,), block=1, shift=())
+        if len(value.axes) > 1 and value.split:
+            raise SymmetryError(
+                f"{value.split}; only reshapes that keep the channel axis (flattening to "
+                "(batch, -1), squeezing trailing axes) are supported, or splits into attention "
+                f"heads that an attention reads; here {describe(node)} reads the split features"
+            )
+        raise SymmetryError(
+            f"{describe(node)} reads axis {dim} of a tensor of shape {value.shape} whose "
+            f"features lie on axis {list(value.axes)}; not supported"
+        )
+
+    def visit(self, node: fx.Node) -> Value | Pieces | None:
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
         if node.op == "placeholder":
             if shape is None:
                 return None
+            if meta.dtype in INTEGER_DTYPES or meta.dtype == torch.bool:
+                return featureless(shape)  # token ids: no units
             return Value(_fixed(shape[1] if len(shape) > 1 else 0), 1, shape)
         if node.op == "get_attr":
-            raise SymmetryError(
-                f"the forward pass reads the tensor '{node.target}' directly{where(node)}; only "
-                "parameters held by supported layers (nn.Linear, nn.Conv*, nn.BatchNorm*) are "
-                "supported"
-            )
+            return self.get_attr(node, shape)
         if node.op == "output":
             return self.visit_output(node)
         if node.op == "call_module":
+            module = self.gm.get_submodule(str(node.target))
+            if isinstance(module, nn.MultiheadAttention):
+                return self.multihead(node, layer_path(self.gm, node), module)
+            first = self.values.get(node.args[0]) if node.args else None
+            if isinstance(first, Value) and first.heads is not None and shape is not None:
+                return self.scores_module(node, module, shape)
             if shape is None:
-                module = self.gm.get_submodule(str(node.target))
                 raise SymmetryError(
                     f"{layer(layer_path(self.gm, node), module)} has no supported "
                     f"symmetry (it does not return one tensor); supported layers are "
                     f"{SUPPORTED_LAYERS}"
                 )
             return self.visit_module(node, shape)
+        if node.op not in ("call_function", "call_method"):
+            raise SymmetryError(f"unsupported graph node '{node.name}' ({node.op})")
+        if self.splits(node):
+            return self.split(node)
+        if node.target is operator.getitem and isinstance(self.values.get(node.args[0]), Pieces):
+            return self.values[node.args[0]][node.args[1]]  # type: ignore[index]
         if shape is None:
             return None  # shape arithmetic (x.size(0), x.shape[1], ...)
+        inputs = self.tensor_inputs(node)
+        values = [self.values[n] for n in inputs]
+        if all(isinstance(v, Value) and is_featureless(v) for v in values):
+            return featureless(shape)  # masks, ids, fixed tables: nothing to move
+        if any(isinstance(v, Value) and v.heads is not None for v in values):
+            return self.scores_op(node, shape)
         if node.op == "call_function":
             return self.visit_function(node, shape)
-        if node.op == "call_method":
-            return self.visit_method(node, shape)
-        raise SymmetryError(f"unsupported graph node '{node.name}' ({node.op})")
+        return self.visit_method(node, shape)
 
     def visit_output(self, node: fx.Node) -> None:
         out = node.args[0]
-        if not isinstance(out, fx.Node) or self.values.get(out) is None:
+        value = self.values.get(out) if isinstance(out, fx.Node) else None
+        if not isinstance(value, Value):
             raise SymmetryError("the model must return a single tensor (not a tuple or dict)")
-        value = self.values[out]
-        self.pin(value.chans)  # type: ignore[union-attr]
+        if value.param is not None and not value.axes:
+            value = self.claim(out, value)
+        self.pin(value.chans)
         self.output = value
         return None
 
@@ -312,14 +338,19 @@ class Walk:
             chans = tuple(
                 Chan(c.perm, frozenset((a, "sign") for a, _ in c.terms), c.zero) for c in chans
             )
+        elif kind == "even":
+            # f(-z) = f(z) (a square, an absolute value): signs vanish, magnitudes stop here
+            for chan in chans:
+                self.no_magnitude.update(atom for atom, k in chan.terms if k == "full")
+            chans = tuple(Chan(c.perm, frozenset(), c.zero) for c in chans)
         elif kind == "pointwise":
             self.terminal(chans)
             # f(0) need not be 0: zero channels stop being known zeros
             chans = tuple(Chan(c.perm, frozenset(), False) for c in chans)
-        return Value(chans, value.block, shape, shift)
+        return value._replace(chans=chans, shape=tuple(shape), shift=shift, param=None)
 
     def same_channels(self, value: Value, shape, shift=()) -> Value:
-        return Value(value.chans, value.block, shape, shift)
+        return value._replace(shape=tuple(shape), shift=shift, param=None)
 
     # --- modules -----------------------------------------------------------------------
     def visit_module(self, node: fx.Node, shape) -> Value:
@@ -329,16 +360,24 @@ class Walk:
             return self.weight_layer(node, name, module, shape)
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             return self.batchnorm(node, name, module, shape)
+        if isinstance(module, nn.Embedding):
+            return self.embedding_module(node, name, module, shape)
+        if isinstance(module, nn.LayerNorm):
+            return self.layer_norm_module(node, name, module, shape)
+        if getattr(nn, "RMSNorm", None) is not None and isinstance(module, nn.RMSNorm):
+            return self.rms_norm_module(node, name, module, shape)
         value = self.value(node.args[0], node)
         if isinstance(module, ops.SOFTMAX_MODULES):
             return self.softmax(node, value, module.dim, shape)
         if isinstance(module, nn.Flatten):
+            if value.axes != (1,) and not inert(value):
+                return self.reshape(node, value, shape)
             if module.start_dim != 1 or module.end_dim not in (-1, len(value.shape) - 1):
                 raise SymmetryError(
                     f"{layer(name, module)} flattens dims {module.start_dim}..{module.end_dim}; "
                     "only Flatten(start_dim=1, end_dim=-1) is supported"
                 )
-            return self.flatten(node, value, shape)
+            return self.flatten(node, self.on_axis(value, 1, node), shape)
         kind = ops.module_kind(module)
         if kind is None:
             raise SymmetryError(
@@ -346,6 +385,13 @@ class Walk:
                 f"layers are {SUPPORTED_LAYERS}. Replace it by a supported layer or canonicalize "
                 "a model without it."
             )
+        if isinstance(module, (*_POOLS, nn.PReLU)) and value.axes != (1,):
+            if not inert(value):
+                raise SymmetryError(
+                    f"{layer(name, module)} acts along axis 1, but the features of its input "
+                    f"(shape {value.shape}) lie on axis {list(value.axes)}; not supported"
+                )
+            value = self.on_axis(value, 1, node)
         if isinstance(module, nn.PReLU):
             self.prelu(node, name, module, value)
         shift: tuple[str, ...] = ()
@@ -363,7 +409,9 @@ class Walk:
             raise SymmetryError(f"{describe(node)}: PReLU has {module.num_parameters} slopes")
         for pos, chan in enumerate(value.chans):
             if chan.perm is not None:
-                self.axes.append((chan.perm, state_name(name, "weight"), 0, 1, pos, None))
+                self.axes.append(
+                    (chan.perm, self.name(state_name(name, "weight")), 0, 1, pos, None)
+                )
 
     def once(self, name: str, module: nn.Module) -> None:
         if name in self.called:
@@ -382,6 +430,7 @@ class Walk:
         row_slice: tuple[int, int] | None = None,
     ) -> None:
         """Record that ``tensor``'s axis ``dim`` (in ``row_slice``) holds ``chans``."""
+        tensor = self.name(tensor)
         for pos, chan in enumerate(chans):
             if chan.perm is not None:
                 self.axes.append((chan.perm, tensor, dim, block, pos, row_slice))
@@ -396,35 +445,57 @@ class Walk:
         first_scale = self.scales.new(count, name)
         return perm, [first_scale + i for i in range(count)]
 
-    def add_layer(self, name, kind, rows, perm, scale, inputs: Value | None) -> None:
-        for pos, atom in enumerate(perm):
+    def add_layer(
+        self, name, kind, rows, perm, scale, inputs, dim: int = 0, positions=None
+    ) -> None:
+        """Record a layer's rows: unit ``i`` (``perm[i]``, ``scale[i]``) sits at position
+        ``positions[i]`` (default ``i``) along axis ``dim`` of every tensor in ``rows``;
+        ``inputs`` is the value it reads (its channels, or a list of perm atoms)."""
+        rows = tuple(self.name(r) for r in rows)
+        positions = list(range(len(perm))) if positions is None else list(positions)
+        for pos, atom in zip(positions, perm, strict=True):
             if atom is not None:
                 for row in rows:
-                    self.axes.append((atom, row, 0, 1, pos, None))
-        input_atoms = [] if inputs is None else [c.perm for c in inputs.chans if c.perm is not None]
+                    self.axes.append((atom, row, dim, 1, pos, None))
+        if inputs is None:
+            input_atoms = []
+        elif isinstance(inputs, Value):
+            input_atoms = [c.perm for c in inputs.chans if c.perm is not None]
+        else:
+            input_atoms = [a for a in inputs if a is not None]
         self.layers.append(
             dict(
                 name=name,
                 kind=kind,
-                rows=tuple(rows),
-                perm=perm,
-                scale=scale,
+                rows=rows,
+                perm=list(perm),
+                scale=list(scale),
                 inputs=input_atoms,
                 order=self.order,
+                dim=dim,
+                positions=positions,
             )
         )
 
     def weight_layer(self, node, name, module, shape) -> Value:
         self.once(name, module)
         value = self.value(node.args[0], node)
-        expected = (
-            2 if isinstance(module, nn.Linear) else (3 if isinstance(module, nn.Conv1d) else 4)
-        )
-        if len(value.shape) != expected:
-            raise SymmetryError(
-                f"{layer(name, module)} is applied to a {len(value.shape)}-D "
-                f"tensor; canonicalize supports it on {expected}-D (batch, channels, ...) inputs"
-            )
+        if isinstance(module, nn.Linear):
+            if len(value.shape) < 2:
+                raise SymmetryError(
+                    f"{layer(name, module)} is applied to a {len(value.shape)}-D tensor; "
+                    "canonicalize supports it on (batch, ..., features) inputs"
+                )
+            value = self.on_axis(value, len(value.shape) - 1, node)
+        else:
+            expected = 3 if isinstance(module, nn.Conv1d) else 4
+            if len(value.shape) != expected:
+                raise SymmetryError(
+                    f"{layer(name, module)} is applied to a {len(value.shape)}-D "
+                    f"tensor; canonicalize supports it on {expected}-D (batch, channels, ...) "
+                    "inputs"
+                )
+            value = self.on_axis(value, 1, node)
         weight, bias = state_name(name, "weight"), state_name(name, "bias")
         rows = [weight] + ([bias] if module.bias is not None else [])
         n_out = module.weight.shape[0]
@@ -441,7 +512,7 @@ class Walk:
             perm = [c.perm for c in value.chans]
             for pos, chan in enumerate(value.chans):
                 for atom, k in chan.terms:
-                    self.columns.append((atom, weight, 0, 1, pos, None, k))
+                    self.columns.append((atom, self.name(weight), 0, 1, pos, None, k))
             perm, scale = self.new_units(name, n_out, perm)
             self.add_layer(name, "depthwise", rows, perm, scale, None)
         else:
@@ -466,16 +537,18 @@ class Walk:
                     inputs=inputs,
                     outputs=[perm[g * b : (g + 1) * b] for g in range(groups)],
                     markers=(f"{name}/in", f"{name}/group"),
+                    kind="convolution",
                 )
             )
             perm, scale = self.new_units(name, n_out, perm)
             self.add_layer(name, kind, rows, perm, scale, value)
         chans = tuple(Chan(p, frozenset({(s, "full")})) for p, s in zip(perm, scale, strict=True))
-        return Value(chans, 1, shape, shift)
+        axes = (len(shape) - 1,) if isinstance(module, nn.Linear) else (1,)
+        return Value(chans, 1, shape, shift, axes=axes)
 
     def batchnorm(self, node, name, module, shape) -> Value:
         self.once(name, module)
-        value = self.value(node.args[0], node)
+        value = self.on_axis(self.value(node.args[0], node), 1, node)
         tracked = module.track_running_stats and module.running_mean is not None
         self.batchnorms[name] = BatchNormInfo(name, float(module.eps), bool(module.affine), tracked)
         for pos, chan in enumerate(value.chans):
@@ -513,21 +586,20 @@ class Walk:
         shape = tuple(shape)
         if shape == value.shape:
             return self.same_channels(value, shape, self.shift_of(node.args[0]))
-        if len(value.shape) >= 2 and shape == (value.shape[0], math.prod(value.shape[1:])):
-            return self.flatten(node, value, shape)
-        if (
-            value.block == 1
-            and len(value.shape) >= 2
-            and len(shape) >= 2
-            and shape[:2] == value.shape[:2]
-        ):
-            # the channel axis stays where it is (squeeze/unsqueeze of trailing axes)
-            spatial = math.prod(value.shape[2:]) == 1 and math.prod(shape[2:]) == 1
-            return self.same_channels(value, shape, self.shift_of(node.args[0]) if spatial else ())
-        raise SymmetryError(
-            f"{describe(node)} reshapes {value.shape} to {shape}; only reshapes that keep the "
-            "channel axis (flattening to (batch, -1), squeezing trailing axes) are supported"
-        )
+        if value.axes == (1,):
+            if len(value.shape) >= 2 and shape == (value.shape[0], math.prod(value.shape[1:])):
+                return self.flatten(node, value, shape)
+            if (
+                value.block == 1
+                and len(value.shape) >= 2
+                and len(shape) >= 2
+                and shape[:2] == value.shape[:2]
+            ):
+                # the channel axis stays where it is (squeeze/unsqueeze of trailing axes)
+                spatial = math.prod(value.shape[2:]) == 1 and math.prod(shape[2:]) == 1
+                shift = self.shift_of(node.args[0]) if spatial else ()
+                return self.same_channels(value, shape, shift)
+        return self.reshape_general(node, value, shape)
 
     def add(self, node: fx.Node, shape, subtract: bool = False) -> Value:
         if node.kwargs.get("alpha", 1) != 1:
@@ -540,9 +612,18 @@ class Walk:
             if b != 0:
                 # a constant offset pins every factor that reaches it
                 self.terminal(left.chans)
-            return Value(left.chans, left.block, shape)
+            return left._replace(shape=tuple(shape), shift=(), param=None)
         right = self.value(b, node)
-        if len(left.chans) != len(right.chans) or left.block != right.block:
+        ndim = len(shape)
+        lifted_left, lifted_right = lift(left, ndim), lift(right, ndim)
+        if lifted_left.axes != lifted_right.axes and (inert(left) or inert(right)):
+            return self.offset(node, lifted_left, lifted_right, shape)
+        left, right = lifted_left, lifted_right
+        if (
+            len(left.chans) != len(right.chans)
+            or left.block != right.block
+            or left.axes != right.axes
+        ):
             raise SymmetryError(
                 f"{describe(node)} adds tensors of shapes {left.shape} and {right.shape}; only "
                 "additions of tensors with the same channels (residual streams) are supported"
@@ -550,7 +631,29 @@ class Walk:
         chans = tuple(self.merge(x, y) for x, y in zip(left.chans, right.chans, strict=True))
         # translations of both summands reach the sum (a bias on either side is a shift of it)
         shift = self.shift_of(node.args[0]) if subtract else self.shift_of(a) + self.shift_of(b)
-        return Value(chans, left.block, shape, shift)
+        return left._replace(
+            chans=chans,
+            shape=tuple(shape),
+            shift=shift,
+            param=None,
+            split=left.split or right.split,
+        )
+
+    def offset(self, node: fx.Node, left: Value, right: Value, shape) -> Value:
+        """A sum of a tensor with units and a fixed one: a constant offset."""
+        if inert(left) and inert(right):
+            return featureless(shape)
+        moving, fixed_part = (right, left) if inert(left) else (left, right)
+        self.terminal(moving.chans)
+        if any(fixed_part.shape[a] != 1 for a in moving.axes):
+            self.pin(moving.chans)
+            if not fixed_part.axes:  # not the model's input: a buffer or a constant
+                self.note(
+                    node,
+                    "a fixed tensor (not a parameter) that varies along the features is added "
+                    "to them (a fixed position table?): those units cannot be permuted",
+                )
+        return moving._replace(shape=tuple(shape), shift=(), param=None)
 
     def merge(self, x: Chan, y: Chan) -> Chan:
         """Two channels that meet in one: a sum, or positions of one concatenation along space."""
@@ -587,16 +690,26 @@ class Walk:
                 )
             tensor = a if isinstance(a, fx.Node) else b
             value = self.value(tensor, node)
-            return Value(value.chans, value.block, shape)
+            return value._replace(shape=tuple(shape), shift=(), param=None)
+        if a is b and not divide:
+            return self.elementwise(node, "even", self.value(a, node), shape)
         left, right = self.value(a, node), self.value(b, node)
+        ndim = len(shape)
+        lifted_left, lifted_right = lift(left, ndim), lift(right, ndim)
+        if lifted_left.axes != lifted_right.axes and (inert(left) or inert(right)):
+            return self.scaled(node, lifted_left, lifted_right, shape, divide)
+        gain = self.gain(node, lifted_left, lifted_right, shape, divide)
+        if gain is not None:
+            return gain
         if len(right.chans) == 1 and len(left.chans) > 1:
             left, right = right, left
-        if len(left.chans) == 1 and len(right.chans) > 1:
+        if len(left.chans) == 1 and len(right.chans) > 1 and right.axes == (1,):
             # one value per example scales every channel: its own factor is held fixed
             self.terminal(left.chans)
             self.pin(left.chans)
             return Value(right.chans, right.block, shape)
-        if len(left.chans) != len(right.chans):
+        left, right = lift(left, ndim), lift(right, ndim)
+        if len(left.chans) != len(right.chans) or left.axes != right.axes:
             raise SymmetryError(
                 f"{describe(node)} multiplies tensors of shapes {left.shape} and {right.shape}; "
                 "only products of tensors with the same channels (gates) are supported"
@@ -625,7 +738,28 @@ class Walk:
             chans.append(Chan(perm, terms))
         if fixed_second:
             self.note(node, "both factors of the product carry scales; the second one is fixed")
-        return Value(tuple(chans), left.block, shape)
+        return left._replace(
+            chans=tuple(chans), shape=tuple(shape), shift=(), param=None, heads=None
+        )
+
+    def scaled(self, node: fx.Node, left: Value, right: Value, shape, divide: bool) -> Value:
+        """A product of a tensor with units and a fixed one (a mask, a normalizer)."""
+        if inert(left) and inert(right):
+            return featureless(shape)
+        if divide and inert(left):
+            raise SymmetryError(
+                f"{describe(node)} divides a fixed tensor by features; not supported"
+            )
+        moving, fixed_part = (right, left) if inert(left) else (left, right)
+        if any(fixed_part.shape[a] != 1 for a in moving.axes):
+            # a fixed weight per feature: scales pass, the order does not
+            self.pin(moving.chans)
+            self.note(
+                node,
+                "a fixed tensor (not a parameter) that varies along the features multiplies "
+                "them: those units cannot be permuted",
+            )
+        return moving._replace(shape=tuple(shape), shift=(), param=None)
 
     def concatenate(self, node: fx.Node, shape) -> Value:
         tensors = node.args[0] if node.args else node.kwargs.get("tensors")
@@ -633,8 +767,11 @@ class Walk:
         values = [self.value(t, node) for t in tensors]  # type: ignore[union-attr]
         ndim = len(values[0].shape)
         dim = dim % ndim
+        if any(v.axes != (1,) and not inert(v) for v in values):
+            return self.concatenate_general(node, values, dim, shape)
         if dim == 0:
             raise SymmetryError(f"{describe(node)} concatenates along the batch axis")
+        values = [self.on_axis(v, 1, node) for v in values]
         if dim == 1:
             if len({v.block for v in values}) != 1:
                 raise SymmetryError(f"{describe(node)} concatenates flattened maps of other sizes")
@@ -666,6 +803,8 @@ class Walk:
         index = node.args[1]
         if not isinstance(index, tuple):
             index = (index,)
+        if value.axes != (1,) and not inert(value):
+            return self.getitem_general(node, value, index, shape)
         if any(isinstance(i, fx.Node) for i in index) or index.count(Ellipsis) > 1:
             raise SymmetryError(f"{describe(node)}: indexing with tensors is not supported")
         if Ellipsis in index:
@@ -673,10 +812,13 @@ class Walk:
             fill = len(value.shape) - (len(index) - 1 - index.count(None))
             index = index[:at] + (slice(None),) * fill + index[at + 1 :]
         if None in index or any(not isinstance(i, slice) for i in index[:2]):
+            if inert(value):
+                return featureless(shape)
             raise SymmetryError(
                 f"{describe(node)} indexes {value.shape} with {index}; only slices that keep the "
                 "batch and channel axes are supported"
             )
+        value = self.on_axis(value, 1, node)
         full = slice(None)
         if len(index) >= 1 and index[0] != full:
             raise SymmetryError(f"{describe(node)} slices the batch axis")
@@ -685,7 +827,7 @@ class Walk:
             raise SymmetryError(f"{describe(node)} slices a flattened feature map")
         chans = value.chans
         if not spatial_only:
-            positions = range(len(chans))[index[1]]
+            positions = kept(node, index[1], len(chans), shape[1] // value.block)
             chans = tuple(chans[i] for i in positions)
             if len(chans) < len(value.chans):
                 # the slice tells the kept channels from the others: mark them
@@ -697,6 +839,9 @@ class Walk:
 
     def pad(self, node: fx.Node, shape) -> Value:
         value = self.value(node.args[0], node)
+        if value.axes != (1,) and not inert(value):
+            return self.pad_general(node, value, shape)
+        value = self.on_axis(value, 1, node)
         widths = node.args[1] if len(node.args) > 1 else node.kwargs["pad"]
         mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
         fill = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
@@ -728,11 +873,11 @@ class Walk:
         if dim is None:
             dim = 0 if ndim in (0, 1, 3) else 1  # torch's legacy implicit choice
         self.terminal(value.chans)
-        if dim % ndim == 1:
+        if dim % ndim in value.axes:
             # a row-wise map over the channels: each output is its own fixed unit
             self.pin(value.chans)
         chans = tuple(Chan(c.perm, frozenset()) for c in value.chans)
-        return Value(chans, value.block, shape)
+        return value._replace(chans=chans, shape=tuple(shape), shift=(), param=None)
 
     def reduce(self, node: fx.Node, value: Value, dims, kind: str, shape) -> Value:
         """A mean, sum or max over axes; the output's shape (kept or dropped axes) comes from
@@ -742,11 +887,17 @@ class Walk:
             dims = tuple(range(ndim))
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
         dims = tuple(d % ndim for d in dims)
+        if value.axes != (1,) and not inert(value):
+            return self.reduce_general(node, value, dims, kind, shape)
         if 0 in dims:
             raise SymmetryError(f"{describe(node)} reduces over the batch axis")
         if 1 in dims:
             # a sum over channels is invariant to their order, not to their scales
-            self.terminal(value.chans)
+            if kind in ops.NORM_REDUCTIONS:
+                for chan in value.chans:
+                    self.no_magnitude.update(a for a, k in chan.terms if k == "full")
+            else:
+                self.terminal(value.chans)
             return Value(_fixed(shape[1] if len(shape) > 1 else 0), 1, shape)
         if value.block != 1:
             raise SymmetryError(f"{describe(node)} reduces a flattened feature map")
@@ -754,6 +905,8 @@ class Walk:
         if kind == "amax":
             for chan in value.chans:
                 self.no_sign.update(atom for atom, _ in chan.terms)
+        elif kind in ops.EVEN_REDUCTIONS:
+            self.terminal(value.chans)
         return Value(value.chans, 1, shape, shift)
 
     # --- functions and methods -----------------------------------------------------------
@@ -769,6 +922,8 @@ class Walk:
             return self.product(node, shape, divide=True)
         if target is torch.cat or target is torch.concat or target is torch.concatenate:
             return self.concatenate(node, shape)
+        if target is torch.stack:
+            return self.stack(node, shape)
         if target is operator.getitem:
             return self.getitem(node, shape)
         if target is F.pad:
@@ -781,21 +936,28 @@ class Walk:
             value = self.value(node.args[0], node)
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            if value.axes != (1,) and not inert(value):
+                return self.reshape(node, value, shape)
             if start != 1 or end not in (-1, len(value.shape) - 1):
                 raise SymmetryError(
                     f"{describe(node)}: only torch.flatten(x, 1) is supported, got {start}..{end}"
                 )
-            return self.flatten(node, value, shape)
+            return self.flatten(node, self.on_axis(value, 1, node), shape)
         if target in (torch.reshape, torch.squeeze, torch.unsqueeze):
             return self.reshape(node, self.value(node.args[0], node), shape)
-        if target in (torch.mean, torch.sum, torch.amax):
+        if target in (torch.mean, torch.sum, torch.amax, *ops.EVEN_REDUCTION_FUNCTIONS):
             value = self.value(node.args[0], node)
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            return self.reduce(node, value, dims, target.__name__, shape)
+            name = ops.reduction_name(target)
+            return self.reduce(node, value, ops.reduction_dims(node, name), name, shape)
+        handled = self.visit_sequence_function(node, shape)
+        if handled is not None:
+            return handled
         if target is F.hardtanh:
             lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
             hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
             kind: ops.Kind | None = "odd" if lo == -hi else "pointwise"
+        elif target in ops.POW_FUNCTIONS:
+            kind = ops.power_kind(node)
         else:
             kind = ops.function_kind(target)
         return self.apply_kind(node, kind, shape, ops.SHIFT_FUNCTIONS, target)
@@ -810,14 +972,14 @@ class Walk:
                 values = [self.value(t, node) for t in tensors]
                 chans = values[0].chans
                 for other in values[1:]:
-                    if len(other.chans) != len(chans):
+                    if len(other.chans) != len(chans) or other.axes != values[0].axes:
                         break
                     chans = tuple(self.merge(x, y) for x, y in zip(chans, other.chans, strict=True))
                 else:
                     for v in values:
                         self.terminal(v.chans)
                     chans = tuple(Chan(c.perm, frozenset()) for c in chans)
-                    return Value(chans, values[0].block, shape)
+                    return values[0]._replace(chans=chans, shape=tuple(shape), shift=(), param=None)
             raise SymmetryError(
                 f"{describe(node)} has no supported symmetry; supported operations are "
                 f"{SUPPORTED_LAYERS}. Move it out of the model or replace it by a supported one."
@@ -825,6 +987,13 @@ class Walk:
         value = self.value(tensors[0], node)
         if node.args and node.args[0] is not tensors[0]:
             raise SymmetryError(f"{describe(node)}: the tensor must be the first argument")
+        if key in ops.AXIS_ONE_FUNCTIONS and value.axes != (1,):
+            if not inert(value):
+                raise SymmetryError(
+                    f"{describe(node)} acts along axis 1, but the features of its input (shape "
+                    f"{value.shape}) lie on axis {list(value.axes)}; not supported"
+                )
+            value = self.on_axis(value, 1, node)
         shift = self.shift_of(node.args[0]) if key in shifting else ()
         if key in (F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d):
             padding = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
@@ -844,21 +1013,27 @@ class Walk:
             return self.product(node, shape)
         if method in ("div", "div_"):
             return self.product(node, shape, divide=True)
+        handled = self.visit_sequence_method(node, shape)
+        if handled is not None:
+            return handled
         value = self.value(node.args[0], node)
         if method == "flatten":
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            if value.axes != (1,) and not inert(value):
+                return self.reshape(node, value, shape)
             if start != 1 or end not in (-1, len(value.shape) - 1):
                 raise SymmetryError(f"{describe(node)}: only x.flatten(1) is supported")
-            return self.flatten(node, value, shape)
+            return self.flatten(node, self.on_axis(value, 1, node), shape)
         if method in ("view", "reshape", "squeeze", "unsqueeze", "view_as", "reshape_as"):
             return self.reshape(node, value, shape)
         if method in ("softmax", "log_softmax"):
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             return self.softmax(node, value, dim, shape)
-        if method in ("mean", "sum", "amax"):
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            return self.reduce(node, value, dims, method, shape)
+        if method in ("mean", "sum", "amax", *ops.EVEN_REDUCTION_METHODS):
+            return self.reduce(node, value, ops.reduction_dims(node, method), method, shape)
+        if method in ("pow", "pow_", "__pow__"):
+            return self.apply_kind(node, ops.power_kind(node), shape, ops.SHIFT_METHODS, method)
         return self.apply_kind(node, ops.method_kind(method), shape, ops.SHIFT_METHODS, method)
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .layers import Sign
 
-Kind = Literal["homogeneous", "odd", "sign", "pointwise", "linear"]
+Kind = Literal["homogeneous", "odd", "sign", "even", "pointwise", "linear"]
 
 SUPPORTED_LAYERS = (
     "Linear, Conv1d, Conv2d (grouped and depthwise too), BatchNorm1d, BatchNorm2d, every "
@@ -27,7 +27,11 @@ SUPPORTED_LAYERS = (
     "Sigmoid, ELU, Softplus, Hardswish, Mish, ReLU6, ...), Identity, Dropout, max/avg/adaptive "
     "pooling, Flatten, residual additions and subtractions, concatenation, channel slicing and "
     "zero-padding of channels, products of two tensors (gates), mean/sum over spatial axes, "
-    "products with constants, softmax/log-softmax over the output"
+    "products with constants, softmax/log-softmax over the output; for sequences: Embedding, "
+    "LayerNorm, RMSNorm (modules or written by hand), parameters added to or multiplying the "
+    "features (position tables, gains), attention written with view/transpose around matmul or "
+    "F.scaled_dot_product_attention (masks, dropout), MultiheadAttention, "
+    "TransformerEncoderLayer"
 )
 
 # module classes -> what they let through (PReLU and Hardtanh are decided per instance)
@@ -106,6 +110,7 @@ FUNCTION_KINDS: dict[object, Kind] = {
     F.mish: "pointwise",
     F.relu6: "pointwise",
     F.logsigmoid: "pointwise",
+    torch.square: "even",
     torch.neg: "linear",
     operator.neg: "linear",
     torch.sign: "sign",
@@ -128,7 +133,12 @@ METHOD_KINDS: dict[str, Kind] = {
     "tanh_": "odd",
     "neg": "linear",
     "sign": "sign",
+    "square": "even",
     "contiguous": "linear",
+    "float": "linear",
+    "double": "linear",
+    "half": "linear",
+    "bfloat16": "linear",
     "clone": "linear",
     "detach": "linear",
 }
@@ -170,6 +180,89 @@ DIV_FUNCTIONS = {operator.truediv, torch.div, operator.itruediv}
 SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
 SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax)
 SHAPE_METHODS = {"size", "dim", "numel"}
+
+# what may be done to attention scores besides elementwise maps (masks, scaling, dropout)
+SCORE_OPS = {
+    "add",
+    "add_",
+    "sub",
+    "mul",
+    "mul_",
+    "truediv",
+    "div",
+    "div_",
+    "iadd",
+    "imul",
+    "itruediv",
+    "masked_fill",
+    "masked_fill_",
+    "where",
+    "dropout",
+    "contiguous",
+    "clone",
+    "to",
+    "float",
+    "double",
+    "half",
+    "type_as",
+    "expand",
+    "expand_as",
+}
+
+# reductions that are not linear: a norm is invariant to the signs of what it sums (its square
+# is a sum of squares), a variance or standard deviation to nothing but the order
+NORM_REDUCTIONS = {"norm", "vector_norm"}
+EVEN_REDUCTIONS = {"norm", "vector_norm", "var", "std"}
+EVEN_REDUCTION_METHODS = ("norm", "var", "std")
+EVEN_REDUCTION_FUNCTIONS = (torch.norm, torch.var, torch.std, torch.linalg.vector_norm)
+POW_FUNCTIONS = {torch.pow, operator.pow}
+# functions that act along axis 1 (channels of a feature map)
+AXIS_ONE_FUNCTIONS = {
+    F.max_pool1d,
+    F.max_pool2d,
+    torch.max_pool1d,
+    torch.max_pool2d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    torch.avg_pool1d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.dropout1d,
+    F.dropout2d,
+}
+
+
+def reduction_name(target: object) -> str:
+    """The name a reduction function goes by in :meth:`Walk.reduce` (``torch.var`` -> var)."""
+    if target is torch.linalg.vector_norm:
+        return "vector_norm"
+    return getattr(target, "__name__", str(target))
+
+
+def reduction_dims(node, name: str):
+    """The ``dim`` argument of a reduction node (a norm takes ``p`` first)."""
+    if "dim" in node.kwargs:
+        return node.kwargs["dim"]
+    position = 2 if name in NORM_REDUCTIONS else 1
+    return node.args[position] if len(node.args) > position else None
+
+
+def power_kind(node) -> Kind | None:
+    """What ``x ** p`` lets through: an even integer power keeps permutations and forgets
+    signs, an odd one keeps signs, ``p = 1`` everything."""
+    target = getattr(node.target, "__name__", str(node.target))
+    if target == "square":
+        return "even"
+    exponent = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+        return None
+    if exponent == 1:
+        return "linear"
+    if float(exponent).is_integer():
+        return "even" if int(exponent) % 2 == 0 else "odd"
+    return "pointwise"
 
 
 def module_kind(module: nn.Module) -> Kind | None:

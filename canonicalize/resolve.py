@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from .blocks import block_groups
-from .discover import FIXED, Walk, describe
+from .discover import FIXED, Value, Walk, describe
 from .errors import SymmetryError
 from .spec import Absorb, AxisRef, Column, PermGroup, ScaleClass, Site, SymmetrySpec
 
@@ -82,7 +82,9 @@ def resolve(walk: Walk) -> SymmetrySpec:
     attached: dict[int, list[tuple]] = defaultdict(list)
     anchor: dict[int, tuple[int, int]] = {}
     for layer in walk.layers:
-        for pos, (p, s) in enumerate(zip(layer["perm"], layer["scale"], strict=True)):
+        for pos, (p, s) in zip(
+            layer["positions"], zip(layer["perm"], layer["scale"], strict=True), strict=True
+        ):
             if p is None or fp(p) == FIXED:
                 continue
             root = fp(p)
@@ -111,16 +113,26 @@ def resolve(walk: Walk) -> SymmetrySpec:
     parts: list[dict] = []
     for layer in walk.layers:
         split: dict[object, list[tuple[int, int, int]]] = defaultdict(list)
-        for pos, (p, s) in enumerate(zip(layer["perm"], layer["scale"], strict=True)):
+        for pos, (p, s) in zip(
+            layer["positions"], zip(layer["perm"], layer["scale"], strict=True), strict=True
+        ):
             where = locate(p)
             if where is None:
                 split[("fixed", fs(s) == global_root, flags(fs(s)))].append((pos, pos, s))
             else:
                 split[where[0]].append((where[1], pos, s))
         input_groups = sorted({w[0] for w in map(locate, layer["inputs"]) if w is not None})
+        for key in [k for k in split if isinstance(k, int)]:
+            # a layer that holds a unit in several rows (the query and key rows of one packed
+            # projection) is one site per occurrence, in the order of its rows
+            entries = sorted(split.pop(key), key=lambda e: e[1])
+            seen: dict[int, int] = defaultdict(int)
+            for entry in entries:
+                split[(key, seen[entry[0]])].append(entry)
+                seen[entry[0]] += 1
         for key, entries in split.items():
             entries.sort()
-            group = key if isinstance(key, int) else None
+            group = key[0] if isinstance(key, tuple) and isinstance(key[0], int) else None
             if group is not None and [u for u, _, _ in entries] != list(
                 range(len(group_units[group]))
             ):
@@ -155,8 +167,11 @@ def resolve(walk: Walk) -> SymmetrySpec:
         for j, root in enumerate(roots):
             unit_in_class.setdefault(root, (k, j))
 
-    state_shapes = {k: tuple(v.shape) for k, v in walk.gm.state_dict().items()}
+    state_shapes = {
+        k: tuple(v.shape) for k, v in walk.gm.state_dict().items() if k not in walk.alias
+    }
     sites = []
+    labels: dict[str, int] = defaultdict(int)
     for part in parts:
         layer = part["layer"]
         k = class_of_roots[tuple(fs(s) for s in part["scale_atoms"])]
@@ -165,6 +180,11 @@ def resolve(walk: Walk) -> SymmetrySpec:
             if counts[layer["name"]] == 1
             else (f"[group {part['group']}]" if part["group"] is not None else "[fixed]")
         )
+        label = layer["name"] + suffix
+        labels[label] += 1
+        if labels[label] > 1:
+            label = f"{label}#{labels[label]}"
+        dim = layer["dim"]
         sites.append(
             Site(
                 name=layer["name"],
@@ -174,32 +194,33 @@ def resolve(walk: Walk) -> SymmetrySpec:
                 scale=k,
                 input_groups=part["input_groups"],
                 order=layer["order"],
-                index=_full(part["positions"], state_shapes[layer["rows"][0]][0], 1),
-                label=layer["name"] + suffix,
+                index=_full(part["positions"], state_shapes[layer["rows"][0]][dim], 1),
+                label=label,
+                dim=dim,
             )
         )
 
     def collect(entries, unit_lookup, sizes, what):
-        """Positions per unit, keyed by (owner, ...); every unit exactly once."""
-        found: dict[tuple, dict[int, int]] = defaultdict(dict)
+        """Positions per unit, keyed by (owner, ..., occurrence); every unit exactly once per
+        occurrence (a unit held twice along one axis, as the query and key rows of a packed
+        projection, has two occurrences, in the order of its positions)."""
+        found: dict[tuple, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
         for atom, key, pos in entries:
             where = unit_lookup(atom)
             if where is None:
                 continue
             owner, unit = where
-            slot = found[(owner, *key)]
-            if unit in slot and slot[unit] != pos:
-                raise SymmetryError(
-                    f"internal: a unit appears twice along {key[0]} ({what}); please report this"
-                )
-            slot[unit] = pos
+            found[(owner, *key)][unit].add(pos)
         out: dict[tuple, list[int]] = {}
         for key, slot in found.items():
             if sorted(slot) != list(range(sizes[key[0]])):
-                raise SymmetryError(
-                    f"internal: {key[1]} holds part of a {what}; please report this model"
-                )
-            out[key] = [slot[u] for u in range(sizes[key[0]])]
+                raise SymmetryError(_partial(key[1], what, walk))
+            counts = {len(p) for p in slot.values()}
+            if len(counts) != 1:
+                raise SymmetryError(_partial(key[1], what, walk))
+            ordered = {u: sorted(p) for u, p in slot.items()}
+            for occurrence in range(counts.pop()):
+                out[(*key, occurrence)] = [ordered[u][occurrence] for u in range(sizes[key[0]])]
         return out
 
     group_sizes = [len(units) for units in group_units]
@@ -239,20 +260,22 @@ def resolve(walk: Walk) -> SymmetrySpec:
     groups = []
     for g, size in enumerate(group_sizes):
         refs = []
-        for (owner, tensor, dim, block, rs), positions in axes.items():
+        for (owner, tensor, dim, block, rs, _), positions in axes.items():
             if owner != g:
                 continue
             full = state_shapes[tensor][dim] == size * block
             index = _index(positions) if full else tuple(positions)
             refs.append(AxisRef(tensor, dim, block, index, rs))
         members = tuple(i for i, s in enumerate(sites) if s.group == g)
+        held = nodes.get(g, ())
         groups.append(
             PermGroup(
                 g,
                 size,
                 tuple(refs),
                 members,
-                tuple(nodes.get(g, ())),
+                tuple(n[:3] for n in held),
+                node_axes=tuple(n[3] for n in held) if any(n[3] != 1 for n in held) else (),
             )
         )
 
@@ -262,11 +285,14 @@ def resolve(walk: Walk) -> SymmetrySpec:
     )
     groups.extend(blocks)
     notes = list(walk.notes)
-    for node, reason in refused:
-        notes.append(
-            f"{describe(node)}: channels permute and scale within each block; whole blocks "
-            f"do not permute together: {reason}"
-        )
+    for node, kind, reason in refused:
+        if kind == "heads":
+            notes.append(f"{describe(node)}: the heads of this attention stay in place: {reason}")
+        else:
+            notes.append(
+                f"{describe(node)}: channels permute and scale within each block; whole blocks "
+                f"do not permute together: {reason}"
+            )
     for block in blocks:
         held = {m for b in block.blocks for m in b}
         sites = [
@@ -282,7 +308,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
         magnitude, sign = class_flags[k]
         cols = tuple(
             Column(t, b, kind, _full(positions, state_shapes[t][d], b), d, rs)
-            for (owner, t, d, b, rs, kind), positions in columns.items()
+            for (owner, t, d, b, rs, kind, _), positions in columns.items()
             if owner == k
         )
         abs_ = tuple(
@@ -297,7 +323,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
                     1,
                 ),
             )
-            for (owner, bn, kind), positions in absorbs.items()
+            for (owner, bn, kind, _), positions in absorbs.items()
             if owner == k
         )
         classes.append(
@@ -339,9 +365,9 @@ def _nodes(walk, locate, unit_in_class, fs, sizes):
     activations), with the scale class the node carries and each unit's channel."""
     found: dict[int, list] = defaultdict(list)
     for node, value in walk.values.items():
-        if value is None or node.op in ("placeholder", "output") or value.block != 1:
+        if not isinstance(value, Value) or node.op in ("placeholder", "output"):
             continue
-        if len(value.shape) < 2:
+        if value.block != 1 or len(value.shape) < 2 or len(value.axes) != 1:
             continue
         slots: dict[int, dict[int, int]] = defaultdict(dict)
         carried: dict[int, int] = {}
@@ -364,5 +390,19 @@ def _nodes(walk, locate, unit_in_class, fs, sizes):
             if g in spoiled or len(slot) != sizes[g]:
                 continue
             positions = [slot[u] for u in range(sizes[g])]
-            found[g].append((node.name, carried.get(g), _full(positions, len(value.chans), 1)))
+            index = _full(positions, len(value.chans), 1)
+            found[g].append((node.name, carried.get(g), index, value.axes[0]))
     return found
+
+
+def _partial(tensor: str, what: str, walk: Walk) -> str:
+    """The message for an axis that holds part of a group: a tie in incompatible places, or a
+    model canonicalize misread."""
+    tied = [n for n in walk.notes if f"'{tensor}' is shared" in n]
+    if tied:
+        return (
+            f"the tensor '{tensor}' is shared by layers that use it in places whose units "
+            f"cannot move together (tied weights in incompatible places; {what}); untie them "
+            "or canonicalize a model without the tie"
+        )
+    return f"internal: {tensor} holds part of a {what}; please report this model"

@@ -68,6 +68,9 @@ class Site:
         The row of each unit (in the group's unit order), ``None`` for all rows in order.
     label
         A name unique among the sites (the module path, with the group when split).
+    dim
+        The axis of the tensors in ``rows`` that holds the units: 0 for the rows of a layer,
+        1 for the columns of an embedding, the last axis of a parameter table.
     """
 
     name: str
@@ -79,6 +82,7 @@ class Site:
     order: int
     index: tuple[int, ...] | None = None
     label: str = ""
+    dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,15 @@ class PermGroup:
     class whose factor it carries (``None`` for none) and the channel of each unit (``None``
     for all channels in order); "activations" alignment reads them.
 
-    A *group of blocks* (non-empty ``blocks``: the whole blocks of a grouped convolution,
-    :mod:`canonicalize.blocks`) has one unit per block; ``blocks[i]`` names the groups whose
-    units block ``i`` holds (its input channels, its output channels), and its axes run in
-    blocks of those groups' sizes. It has no sites of its own: it is ordered by the rows of
-    its members' sites, after they are canonical.
+    ``node_axes`` gives the axis of each node that holds the channels (empty: axis 1 for
+    every node).
+
+    A *group of blocks* (non-empty ``blocks``: the whole blocks of a grouped convolution, the
+    heads of an attention, :mod:`canonicalize.blocks`) has one unit per block; ``blocks[i]``
+    names the groups whose units block ``i`` holds (its input and output channels; a head's
+    query-key and value features), and its axes run in blocks of those groups' sizes. It has
+    no sites of its own: it is ordered by the rows of its members' sites, after they are
+    canonical. ``kind`` says what the blocks are (``"heads"``, ``"blocks"`` of a convolution).
     """
 
     index: int
@@ -102,6 +110,8 @@ class PermGroup:
     sites: tuple[int, ...]
     nodes: tuple[tuple[str, int | None, tuple[int, ...] | None], ...]
     blocks: tuple[tuple[int, ...], ...] = ()
+    node_axes: tuple[int, ...] = ()
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,7 +252,8 @@ class SymmetrySpec:
                     f"block {i}: groups {', '.join(map(str, b))}"
                     for i, b in enumerate(group.blocks)
                 )
-                lines.append(f"  group {group.index}: {group.size} whole blocks ({held})")
+                what = group.kind or "blocks"
+                lines.append(f"  group {group.index}: {group.size} whole {what} ({held})")
                 continue
             names = ", ".join(self.sites[i].label for i in group.sites)
             lines.append(f"  group {group.index}: {group.size} units; rows of [{names}]")

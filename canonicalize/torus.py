@@ -275,7 +275,8 @@ def geodesic_distance(a: TorusPoint, b: TorusPoint, method: Method = "cosine") -
         raise SymmetryError("the two points come from different architectures or output modes")
     model_a = rebuild(copy.deepcopy(a.template).double(), a.state())
     model_b = rebuild(copy.deepcopy(b.template).double(), b.state())
-    aligned = align(model_b, model_a, a.example_input.double(), method=method)
+    x = a.example_input
+    aligned = align(model_b, model_a, x.double() if x.is_floating_point() else x, method=method)
     state_b = to_float64(aligned)
     output = "normalize" if any(bl.output for bl in a.blocks) else "preserve"
     point_b = _point(state_b, b.spec, output, b.template, b.example_input)

@@ -71,7 +71,17 @@ _SHAPE_METHODS = frozenset(
     }
 )
 _SHAPE_ATTRS = frozenset(
-    {"shape", "ndim", "dtype", "device", "is_cuda", "layout", "is_sparse", "is_quantized"}
+    {
+        "shape",
+        "ndim",
+        "dtype",
+        "device",
+        "is_cuda",
+        "layout",
+        "is_sparse",
+        "is_quantized",
+        "is_nested",
+    }
 )
 _SHAPE_FUNCTIONS = frozenset({torch.numel, torch.is_floating_point, torch.is_complex, len})
 # operations whose output *shape* depends on the values of their input
@@ -204,11 +214,40 @@ def _nodes_in(arg: Any) -> list[fx.Node]:
     return found
 
 
+# torch.nn containers that are traced through (their layers become the nodes), not kept as
+# one opaque layer: a transformer layer is attention, norms and feed-forward layers
+_TRACED_THROUGH = (
+    nn.TransformerEncoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoderLayer,
+    nn.TransformerDecoder,
+    nn.Transformer,
+)
+
+
 class _LeafTracer(fx.Tracer):
-    """The plain tracer: torch.nn layers and :class:`Sign` stay ``call_module`` nodes."""
+    """The plain tracer: torch.nn layers and :class:`Sign` stay ``call_module`` nodes; the
+    transformer containers of torch.nn are traced through."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, _TRACED_THROUGH):
+            return False
         return isinstance(m, Sign) or super().is_leaf_module(m, module_qualified_name)
+
+
+@contextlib.contextmanager
+def _slow_attention() -> Iterator[None]:
+    """torch.nn's attention without its fused fast path: the traced graph shows the layers."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 class _ConcreteProxy(fx.Proxy):
@@ -707,13 +746,70 @@ def _layer_graph(layer: nn.Module) -> fx.GraphModule:
     return gm
 
 
+def _defaults(work: nn.Module) -> dict[str, Any] | None:
+    """For a torch.nn transformer container traced as the model itself, its optional
+    arguments (masks, flags) at their defaults: the model is called with one input."""
+    if not isinstance(work, _TRACED_THROUGH):
+        return None
+    parameters = list(inspect.signature(work.forward).parameters.values())[1:]
+    return {p.name: p.default for p in parameters if p.default is not p.empty}
+
+
+def _drop_defaults(gm: fx.GraphModule) -> None:
+    """Remove the checks fx adds for arguments fixed at their defaults, then the arguments."""
+    for node in reversed(list(gm.graph.nodes)):
+        if (_is_assert(node) and not node.users) or (
+            not node.users and node.op == "call_function" and node.target in _PURE_FUNCTIONS
+        ):
+            gm.graph.erase_node(node)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node in placeholders[1:]:
+        if not node.users:
+            gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+
+
+# tensor factories whose sizes may be traced values (``torch.ones(T, T)`` with ``T = x.size(1)``):
+# torch's argument parser takes only real integers for sizes, so a call that receives a traced
+# value is recorded as a graph node instead
+_FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "arange", "eye", "linspace")
+
+
+@contextlib.contextmanager
+def _factories_take_proxies(tracer: fx.Tracer) -> Iterator[None]:
+    originals = {name: getattr(torch, name) for name in _FACTORIES}
+
+    def recording(function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            found: list[fx.Proxy] = []
+            fx.node.map_aggregate(
+                (args, kwargs), lambda a: found.append(a) if isinstance(a, fx.Proxy) else None
+            )
+            if found:
+                return tracer.create_proxy("call_function", function, args, kwargs)
+            return function(*args, **kwargs)
+
+        call.__name__ = function.__name__
+        return call
+
+    try:
+        for name, function in originals.items():
+            setattr(torch, name, recording(function))
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(torch, name, function)
+
+
 def _specialize(
     name: str, work: nn.Module, example_input: torch.Tensor
 ) -> tuple[fx.Graph, list[str]]:
     """Trace ``work`` with :class:`_SpecializingTracer`: its graph and the decisions taken."""
     tracer = _SpecializingTracer(_copy_of(example_input))
     try:
-        graph = tracer.trace(work)
+        with _factories_take_proxies(tracer):
+            graph = tracer.trace(work, concrete_args=_defaults(work))
     except Exception as exc:  # noqa: BLE001 - every failure is reported as a SymmetryError
         partial = getattr(tracer, "graph", None)
         several = _several_inputs(name, partial) if partial is not None else None
@@ -758,6 +854,11 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
         on tensor values (the message names the module, file, line and source line), if
         torch.fx cannot trace it otherwise, or if the model fails on ``example_input``.
     """
+    with _slow_attention():
+        return _trace(model, example_input)
+
+
+def _trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     name = type(model).__name__
     work = copy.deepcopy(model).eval()
     specialized: list[str] = []
@@ -767,12 +868,14 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
         strategy = "layer"
     else:
         try:
-            graph = _LeafTracer().trace(work)
+            graph = _LeafTracer().trace(work, concrete_args=_defaults(work))
         except Exception:  # noqa: BLE001 - any failure: retry with values on the example input
             work = copy.deepcopy(model).eval()  # the failed trace may have changed the copy
             graph, specialized = _specialize(name, work, example_input)
             strategy = "specialized"
         gm = fx.GraphModule(work, graph)
+    if _defaults(work):
+        _drop_defaults(gm)
     several = _several_inputs(name, gm.graph)
     if several is not None:
         raise several

@@ -19,19 +19,41 @@ from .tracing import state_name
 State = dict[str, Tensor]
 
 
+def aliases(model: nn.Module) -> dict[str, str]:
+    """Every state name of a tensor that several modules share (tied weights), mapped to the
+    first name it has in ``model.state_dict()``, the one the spec uses."""
+    first: dict[int, str] = {}
+    found: dict[str, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = id(tensor)
+        if key in first:
+            found[name] = first[key]
+        else:
+            first[key] = name
+    return found
+
+
 def to_float64(model: nn.Module) -> State:
-    """A float64 copy of the model's state (integer buffers kept as they are)."""
+    """A float64 copy of the model's state (integer buffers kept as they are), one entry per
+    tensor (a tied tensor under the first of its names only)."""
+    tied = aliases(model)
     return {
         k: (v.detach().to(torch.float64).clone() if v.is_floating_point() else v.detach().clone())
         for k, v in model.state_dict().items()
+        if k not in tied
     }
 
 
 def rebuild(model: nn.Module, state: State) -> nn.Module:
-    """A copy of ``model`` holding ``state``, cast back to each tensor's original dtype."""
+    """A copy of ``model`` holding ``state``, cast back to each tensor's original dtype (every
+    name of a tied tensor gets the value of its first name)."""
     new = copy.deepcopy(model)
     original = model.state_dict()
-    new.load_state_dict({k: v.to(dtype=original[k].dtype) for k, v in state.items()})
+    full = dict(state)
+    for alias, name in aliases(model).items():
+        if name in full:
+            full[alias] = full[name]
+    new.load_state_dict({k: v.to(dtype=original[k].dtype) for k, v in full.items()})
     return new
 
 
@@ -67,7 +89,7 @@ def unit_matrix(
 def site_rows(state: State, spec: SymmetrySpec, sites: tuple[int, ...] | list[int]) -> Tensor:
     """Each unit's incoming vector: the rows of the given sites, flattened and concatenated."""
     parts = [
-        unit_matrix(state[row], 0, 1, spec.sites[i].index)
+        unit_matrix(state[row], spec.sites[i].dim, 1, spec.sites[i].index)
         for i in sites
         for row in spec.sites[i].rows
     ]
@@ -139,7 +161,7 @@ def scale_units(state: State, spec: SymmetrySpec, scale: int, factor: Tensor) ->
     for i in cls.sites:
         site = spec.sites[i]
         for row in site.rows:
-            state[row] = state[row] * _along(factor, state[row], 0, 1, site.index)
+            state[row] = state[row] * _along(factor, state[row], site.dim, 1, site.index)
     for column in cls.columns:
         part = factor if column.kind == "full" else signs
         tensor = rows_of(state[column.tensor], column.row_slice)
@@ -194,14 +216,14 @@ def available(site: Site, processed: set[int]) -> bool:
 
 def _touching(spec: SymmetrySpec) -> dict[int, set[int]]:
     """For each site, the scale classes other than its own that multiply its rows."""
-    by_row: dict[str, list[int]] = {}
+    by_row: dict[tuple[str, int], list[int]] = {}
     for i, site in enumerate(spec.sites):
         for row in site.rows:
-            by_row.setdefault(row, []).append(i)
+            by_row.setdefault((row, site.dim), []).append(i)
     touching: dict[int, set[int]] = {}
     for cls in spec.scales:
-        tensors = [f"{a.batchnorm}.weight" for a in cls.absorbs]
-        tensors += [c.tensor for c in cls.columns if c.dim == 0]
+        tensors = [(f"{a.batchnorm}.weight", 0) for a in cls.absorbs]
+        tensors += [(c.tensor, c.dim) for c in cls.columns]
         for tensor in tensors:
             for i in by_row.get(tensor, ()):
                 if spec.sites[i].scale != cls.index:

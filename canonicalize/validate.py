@@ -7,6 +7,9 @@ from torch import nn
 
 from .errors import SymmetryError
 
+# integer inputs: token ids for a model that embeds them
+INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
 
 def check_model(model: object, role: str = "model") -> nn.Module:
     """Refuse anything that is not an ``nn.Module`` with finite floating-point parameters."""
@@ -31,9 +34,10 @@ def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 def check_input(model: nn.Module, example_input: object) -> torch.Tensor:
-    """Refuse an example input that is not a finite floating tensor with a batch axis.
+    """Refuse an example input that is not a finite floating tensor (or a tensor of integer
+    token ids) with a batch axis.
 
-    Returns the input cast to the model's dtype and device.
+    Returns the input cast to the model's dtype (integers kept as they are) and device.
     """
     if not isinstance(example_input, torch.Tensor):
         raise SymmetryError(
@@ -45,11 +49,13 @@ def check_input(model: nn.Module, example_input: object) -> torch.Tensor:
             f"example_input must have a non-empty batch axis first, got shape "
             f"{tuple(example_input.shape)}"
         )
+    dtype, device = model_dtype_device(model)
+    if example_input.dtype in INTEGER_DTYPES:
+        return example_input.to(device=device)
     if not example_input.is_floating_point():
         raise SymmetryError(f"example_input must be floating point, got {example_input.dtype}")
     if not torch.isfinite(example_input).all():
         raise SymmetryError("example_input has non-finite values (NaN or inf)")
-    dtype, device = model_dtype_device(model)
     return example_input.to(dtype=dtype, device=device)
 
 

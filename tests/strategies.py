@@ -279,3 +279,180 @@ def binary_models(draw) -> Case:
     model.eval()
     x = torch.randn((12, *shape), generator=generator, dtype=torch.float64)
     return Case(family, model, x)
+
+
+# --- transformers -----------------------------------------------------------------------------
+
+
+class HandAttention(nn.Module):
+    """Multi-head attention written by hand: separate q/k/v/o layers, heads split with
+    view/transpose, scores by matmul (optionally causal by a mask built in forward) or by
+    F.scaled_dot_product_attention."""
+
+    def __init__(self, d: int, heads: int, bias: bool, causal: bool, sdpa: bool) -> None:
+        super().__init__()
+        self.heads, self.causal, self.sdpa = heads, causal, sdpa
+        self.q, self.k = nn.Linear(d, d, bias=bias), nn.Linear(d, d, bias=bias)
+        self.v, self.o = nn.Linear(d, d, bias=bias), nn.Linear(d, d, bias=bias)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        h = self.heads
+        q = self.q(x).view(B, T, h, D // h).transpose(1, 2)
+        k = self.k(x).view(B, T, h, D // h).transpose(1, 2)
+        v = self.v(x).view(B, T, h, D // h).transpose(1, 2)
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * (D // h) ** -0.5
+            if self.causal:
+                mask = torch.triu(torch.ones(T, T, dtype=torch.bool, device=x.device), 1)
+                scores = scores.masked_fill(mask, float("-inf"))
+            y = F.softmax(scores, dim=-1) @ v
+        return self.o(y.transpose(1, 2).contiguous().view(B, T, D))
+
+
+class PackedAttention(nn.Module):
+    """nn.MultiheadAttention (packed in_proj_weight), self-attention, batch first."""
+
+    def __init__(self, d: int, heads: int, bias: bool, causal: bool, sdpa: bool) -> None:
+        super().__init__()
+        self.causal = causal
+        self.mha = nn.MultiheadAttention(d, heads, bias=bias, batch_first=True)
+
+    def forward(self, x):
+        T = x.shape[1]
+        mask = None
+        if self.causal:
+            mask = torch.triu(torch.ones(T, T, dtype=torch.bool, device=x.device), 1)
+        return self.mha(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+
+class HandRMSNorm(nn.Module):
+    """RMSNorm written by hand, with a gain."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+def norm_layer(kind: str, d: int) -> nn.Module:
+    return {
+        "layernorm": lambda: nn.LayerNorm(d),
+        "rmsnorm": lambda: nn.RMSNorm(d),
+        "hand_rmsnorm": lambda: HandRMSNorm(d),
+    }[kind]()
+
+
+class TransformerBlock(nn.Module):
+    """Pre- or post-norm block: attention and a two-layer feed-forward, each in a residual."""
+
+    def __init__(self, d, heads, norm, pre, act, bias, attention, causal, sdpa) -> None:
+        super().__init__()
+        self.pre = pre
+        kind = HandAttention if attention == "hand" else PackedAttention
+        self.norm1, self.norm2 = norm_layer(norm, d), norm_layer(norm, d)
+        self.attn = kind(d, heads, bias, causal, sdpa)
+        self.ff = nn.Sequential(
+            nn.Linear(d, 2 * d, bias=bias),
+            nn.ReLU() if act == "relu" else nn.GELU(),
+            nn.Linear(2 * d, d, bias=bias),
+        )
+
+    def forward(self, x):
+        if self.pre:
+            x = x + self.attn(self.norm1(x))
+            return x + self.ff(self.norm2(x))
+        x = self.norm1(x + self.attn(x))
+        return self.norm2(x + self.ff(x))
+
+
+class TinyTransformer(nn.Module):
+    """Token ids (embedding plus a learned position table) or float tokens (a Linear stem),
+    transformer blocks, a final norm (pre-norm) and a linear head per token."""
+
+    def __init__(
+        self,
+        vocab=7,
+        length=4,
+        d=4,
+        heads=2,
+        depth=1,
+        norm="layernorm",
+        pre=True,
+        act="gelu",
+        bias=True,
+        attention="hand",
+        causal=False,
+        sdpa=False,
+        tokens=True,
+        d_in=3,
+        d_out=3,
+    ) -> None:
+        super().__init__()
+        self.tokens = tokens
+        if tokens:
+            self.embed = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.zeros(1, length, d))
+        else:
+            self.embed = nn.Linear(d_in, d)
+        self.blocks = nn.Sequential(
+            *(
+                TransformerBlock(d, heads, norm, pre, act, bias, attention, causal, sdpa)
+                for _ in range(depth)
+            )
+        )
+        self.final = norm_layer(norm, d) if pre else nn.Identity()
+        self.head = nn.Linear(d, d_out, bias=bias)
+
+    def forward(self, x):
+        h = self.embed(x)
+        if self.tokens:
+            h = h + self.pos[:, : x.shape[1]]
+        return self.head(self.final(self.blocks(h)))
+
+
+@st.composite
+def transformers(draw, attention: str | None = None, tokens: bool | None = None) -> Case:
+    """Small random transformers: width 4-8, 1-4 heads, pre- or post-norm, LayerNorm, RMSNorm
+    or a hand-written RMSNorm, ReLU or GELU feed-forward, with or without biases, attention
+    written by hand (matmul with an optional causal mask, or scaled_dot_product_attention) or
+    nn.MultiheadAttention, token ids or float tokens; float64, eval mode, random weights (norm
+    gains and biases too), 3 sequences of 4 tokens."""
+    heads = draw(st.sampled_from((1, 2, 4)))
+    d = heads * draw(st.sampled_from((1, 2))) if heads > 1 else draw(st.sampled_from((2, 4)))
+    d = max(d, 2)
+    attention = attention or draw(st.sampled_from(("hand", "packed")))
+    sdpa = attention == "hand" and draw(st.booleans())
+    tokens = draw(st.booleans()) if tokens is None else tokens
+    config = dict(
+        d=d,
+        heads=heads,
+        norm=draw(st.sampled_from(("layernorm", "rmsnorm", "hand_rmsnorm"))),
+        pre=draw(st.booleans()),
+        act=draw(st.sampled_from(("relu", "gelu"))),
+        bias=draw(st.booleans()),
+        attention=attention,
+        causal=draw(st.booleans()),
+        sdpa=sdpa,
+        tokens=tokens,
+    )
+    model = TinyTransformer(**config).double()
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(
+                torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                / max(1, p.shape[-1]) ** 0.5
+            )
+    model.eval()
+    if tokens:
+        x = torch.randint(0, 7, (3, 4), generator=generator)
+    else:
+        x = torch.randn((3, 4, 3), generator=generator, dtype=torch.float64)
+    family = "transformer_" + "_".join(f"{k}={v}" for k, v in config.items())
+    return Case(family, model, x)

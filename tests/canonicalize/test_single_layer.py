@@ -132,7 +132,8 @@ def test_geodesic_distance_between_two_layers():
 
 
 def test_refusals_name_the_model_itself():
-    with pytest.raises(C.SymmetryError, match=r"the model itself \(Linear\) is applied to a 3-D"):
-        C.symmetries(nn.Linear(3, 2), torch.randn(5, 4, 3))
-    with pytest.raises(C.SymmetryError, match=r"the model itself \(LayerNorm\) has no supported"):
-        C.symmetries(nn.LayerNorm(3), torch.randn(5, 3))
+    # (a Linear on (batch, tokens, features) and a LayerNorm are supported: test_transformers)
+    with pytest.raises(C.SymmetryError, match=r"the model itself \(Conv2d\) is applied to a 3-D"):
+        C.symmetries(nn.Conv2d(3, 2, 1), torch.randn(3, 4, 4))
+    with pytest.raises(C.SymmetryError, match=r"the model itself \(GroupNorm\) has no supported"):
+        C.symmetries(nn.GroupNorm(1, 3), torch.randn(5, 3))

@@ -131,7 +131,7 @@ def canonical_form(
     alike), the spec's ``notes`` say so. Whole blocks of a grouped convolution are sorted after
     the units inside them, by their contents.
 
-    Transformers (see :mod:`canonicalize.attention` and :mod:`canonicalize.tokens`): the
+    Transformers (see ``canonicalize.attention`` and ``canonicalize.tokens``): the
     residual stream is one group, ordered by the layer that opens it (the embedding's columns,
     or the first layer writing into it); through LayerNorm it keeps only its permutation,
     through RMSNorm also a sign per feature (chosen as for a tanh unit; every RMSNorm gain

@@ -89,7 +89,9 @@ class WithLSTM(nn.Module):
 
 def test_a_model_canonicalize_refuses_gets_a_clear_error():
     x, _ = data()
-    with pytest.raises(paths.PathError, match="geodesic: .*are supported"):
+    with pytest.raises(
+        paths.PathError, match="geodesic: .*has no supported symmetry.*supported layers are"
+    ):
         paths.geodesic(WithLSTM().double(), WithLSTM().double(), x)
     with pytest.raises(paths.PathError, match="align must be"):
         paths.geodesic(MLP(6, [4], 3).double(), MLP(6, [4], 3).double(), x, align="hungarian")

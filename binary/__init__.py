@@ -39,7 +39,7 @@ Their geometry (on exported, plain binary networks):
 
 from .bend import DEFAULT_SCALE, train_bend, trainable
 from .distance import HammingDistance, hamming_distance, overlap
-from .energy import DEFAULT_FRACTIONS, BinaryLocalEnergy, local_energy
+from .energy import DEFAULT_FRACTIONS, local_energy
 from .errors import BinaryError
 from .export import check_binary, export, fixed_weights, is_binary
 from .hamming import (
@@ -90,7 +90,6 @@ __all__ = [
     "BinaryConv2d",
     "BinaryError",
     "BinaryLinear",
-    "BinaryLocalEnergy",
     "BinarySign",
     "HammingBarriers",
     "HammingBentPath",

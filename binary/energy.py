@@ -15,13 +15,13 @@ is the network itself and is not evaluated again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from funcspace.energy import LocalEnergy
 from funcspace.evaluation import Evaluator, Settings
 from funcspace.params import Params, from_params, parameters_of
 
@@ -32,67 +32,6 @@ from .symmetry import binary_weights, default_metric, infer_example_input
 DEFAULT_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 # Stacked parameters of one block of perturbed networks, in bytes.
 _BLOCK_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class BinaryLocalEnergy:
-    """A local-energy curve of a binary network.
-
-    Attributes
-    ----------
-    fractions : numpy array (P,)
-        Fractions ``p`` of flipped weights.
-    flips : numpy array (P,)
-        The number ``m`` of weights flipped at each fraction.
-    mean : dict of metric -> numpy array (P,)
-        Mean increase ``E[E(w')] - E(w)`` over the draws.
-    std : dict of metric -> numpy array (P,)
-        Standard deviation of ``E(w')`` over the draws (population, ``ddof=0``).
-    base : dict of metric -> float
-        ``E(w)`` of the network itself.
-    perturbed : dict of metric -> numpy array (P, samples)
-        Every perturbed value.
-    samples, seed : int
-    total : int
-        The number ``N`` of (trainable) binary weights.
-    settings : Settings
-        How the networks were measured.
-    """
-
-    fractions: np.ndarray
-    flips: np.ndarray
-    mean: dict[str, np.ndarray]
-    std: dict[str, np.ndarray]
-    base: dict[str, float]
-    perturbed: dict[str, np.ndarray]
-    samples: int
-    seed: int
-    total: int
-    settings: Settings
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists and scalars), for JSON."""
-        return {
-            "fractions": self.fractions.tolist(),
-            "flips": self.flips.tolist(),
-            "mean": {k: v.tolist() for k, v in self.mean.items()},
-            "std": {k: v.tolist() for k, v in self.std.items()},
-            "base": dict(self.base),
-            "perturbed": {k: v.tolist() for k, v in self.perturbed.items()},
-            "samples": self.samples,
-            "seed": self.seed,
-            "total": self.total,
-            "settings": self.settings.to_dict(),
-        }
-
-    def __repr__(self) -> str:
-        curves = ", ".join(
-            f"{k}={np.array2string(v, precision=4, threshold=8)}" for k, v in self.mean.items()
-        )
-        return (
-            f"BinaryLocalEnergy(fractions={np.array2string(self.fractions, precision=3)}, "
-            f"{curves}, samples={self.samples}, N={self.total})"
-        )
 
 
 def _check_fractions(fractions: object) -> np.ndarray:
@@ -139,7 +78,7 @@ def local_energy(
     metric: str = "auto",
     settings: Settings | None = None,
     example_input: Tensor | None = None,
-) -> BinaryLocalEnergy:
+) -> LocalEnergy:
     """The local energy of a binary network as a curve over the fraction of flipped weights.
 
     Parameters
@@ -164,7 +103,9 @@ def local_energy(
 
     Returns
     -------
-    BinaryLocalEnergy
+    funcspace.energy.LocalEnergy
+        Of kind ``"flip"``: ``sigmas`` are the fractions ``p``, ``flips`` the counts ``m`` and
+        ``total`` the number ``N`` of binary weights; ``parameters`` is ``"weights"``.
 
     Raises
     ------
@@ -217,17 +158,19 @@ def local_energy(
                 got = np.asarray(result[m], dtype=np.float64).reshape(b, len(moving))
                 perturbed[m][moving, done : done + b] = got.T
             done += b
-    return BinaryLocalEnergy(
-        fractions=values,
-        flips=flips,
+    return LocalEnergy(
+        sigmas=values,
         mean={m: perturbed[m].mean(axis=1) - base[m] for m in metrics},
         std={m: perturbed[m].std(axis=1) for m in metrics},
         base=base,
         perturbed=perturbed,
         samples=samples,
         seed=int(seed),
-        total=total,
+        kind="flip",
+        parameters="weights",
         settings=settings,
+        flips=flips,
+        total=total,
     )
 
 

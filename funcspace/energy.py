@@ -4,7 +4,7 @@ The flatness measure of the toroids paper (Pittorino et al. 2022),
 
     dE(w, sigma) = E_z[ E(w + sigma z * w) ] - E(w),   z ~ N(0, 1) elementwise,
 
-a curve over sigma, averaged over ``samples`` noise draws, with its spread. Two kinds:
+a curve over sigma, averaged over ``samples`` noise draws, with its spread. Two kinds here:
 
 - ``"multiplicative"``: the formula above on the parameters (all, or only weight matrices
   and filters, leaving biases and BatchNorm parameters alone);
@@ -14,6 +14,11 @@ a curve over sigma, averaged over ``samples`` noise draws, with its spread. Two 
   so every row stays on its sphere; the free coordinates get the multiplicative noise. The
   energies are measured relative to the network in toroidal coordinates, which has the
   original's error (and its loss too with ``output="preserve"``).
+
+A third kind, ``"flip"``, is the binary counterpart (:func:`binary.local_energy`): there sigma is
+the fraction ``p`` of a binary network's +-1 weights flipped at random. All three return one
+result type, :class:`LocalEnergy`, so curves of real and binary networks are stored, loaded and
+plotted (:func:`funcspace.plots.plot_local_energy`) the same way.
 
 Noise uses common random numbers: draw ``s`` is the same ``z`` at every sigma (scaled), so the
 curve is smooth in sigma; draws come from a CPU generator seeded with ``seed``, so the result
@@ -60,7 +65,8 @@ class LocalEnergy(Stored):
     Attributes
     ----------
     sigmas : numpy array (S,)
-        Noise levels.
+        Noise levels: the relative noise sigma (``"multiplicative"``, ``"geodesic"``), or the
+        fraction ``p`` of flipped weights (``"flip"``).
     mean : dict of metric -> numpy array (S,)
         Mean increase ``E_z[E(w')] - E(w)`` over the noise draws.
     std : dict of metric -> numpy array (S,)
@@ -70,10 +76,14 @@ class LocalEnergy(Stored):
     perturbed : dict of metric -> numpy array (S, samples)
         Every perturbed value.
     samples, seed : int
-    kind : {"multiplicative", "geodesic"}
+    kind : {"multiplicative", "geodesic", "flip"}
     parameters : {"all", "weights"}
     settings : Settings, optional
         How the points were measured.
+    flips : numpy array (S,) of int, optional
+        ``"flip"`` only: the number ``m`` of weights flipped at each fraction.
+    total : int, optional
+        ``"flip"`` only: the number ``N`` of binary weights that may flip.
     """
 
     sigmas: np.ndarray
@@ -86,6 +96,8 @@ class LocalEnergy(Stored):
     kind: str
     parameters: str
     settings: Settings | None = None
+    flips: np.ndarray | None = None
+    total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists and scalars), for JSON: all of it; :meth:`from_dict` reads it back."""
@@ -100,6 +112,8 @@ class LocalEnergy(Stored):
             "kind": self.kind,
             "parameters": self.parameters,
             "settings": None if self.settings is None else self.settings.to_dict(),
+            "flips": None if self.flips is None else self.flips.tolist(),
+            "total": None if self.total is None else int(self.total),
         }
 
     @classmethod
@@ -154,6 +168,8 @@ class LocalEnergy(Stored):
             kind=data["kind"],
             parameters=data["parameters"],
             settings=settings,
+            flips=None if data.get("flips") is None else np.asarray(data["flips"], dtype=np.int64),
+            total=None if data.get("total") is None else int(data["total"]),
         )
 
     @classmethod
@@ -180,10 +196,12 @@ class LocalEnergy(Stored):
         curves = ", ".join(
             f"{k}={np.array2string(v, precision=4, threshold=8)}" for k, v in self.mean.items()
         )
+        size = "" if self.total is None else f", N={self.total}"
         return (
             f"LocalEnergy({self.kind}, sigmas={np.array2string(self.sigmas, precision=3)}, "
-            f"{curves}, samples={self.samples})"
+            f"{curves}, samples={self.samples}{size})"
         )
+
 
 
 # ---------------------------------------------------------------------------- the torus

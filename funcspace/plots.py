@@ -309,6 +309,10 @@ def plot_local_energy(
 ) -> Figure:
     """Local energy as a curve over sigma, with its spread (mean +- one standard deviation).
 
+    Binary curves (kind ``"flip"``, :func:`binary.local_energy`) are drawn over the fraction of
+    flipped weights; they cannot share axes with noise curves.
+
+
     Parameters
     ----------
     result : local-energy result, or dict of label -> result
@@ -341,6 +345,13 @@ def plot_local_energy(
         raise FuncspaceError("nothing to plot: no local-energy results")
     curves = {label: _energy_curves(r, f"result {label!r}") for label, r in results.items()}
     first = next(iter(curves.values()))
+    kinds = {getattr(r, "kind", None) == "flip" for r in results.values()}
+    if len(kinds) > 1:
+        raise FuncspaceError(
+            "cannot draw flip curves (fractions of flipped binary weights) on the same axes as "
+            "noise curves (sigma): plot them separately"
+        )
+    xlabel = "fraction of flipped weights p" if kinds == {True} else "sigma (relative noise)"
     chosen = _pick(list(first[1]), metrics, "local-energy result")
     fig, axes = _panels(ax, chosen, figsize)
     for a, metric in zip(axes, chosen, strict=True):
@@ -357,7 +368,7 @@ def plot_local_energy(
             color = f"C{index}"
             a.plot(sigmas, m, marker=".", color=color, label=label)
             a.fill_between(sigmas, m - s, m + s, color=color, alpha=0.2, linewidth=0)
-        a.set_xlabel("sigma (relative noise)")
+        a.set_xlabel(xlabel)
         a.set_ylabel(f"local energy ({metric})")
         a.set_title(metric)
         a.grid(alpha=0.3)

@@ -518,7 +518,7 @@ def _binary_flatness(
     settings = Settings(batch_size=batch_size, metrics=("error",))
     curve = local_energy(net, data, seed=seed, settings=settings)
     value = {
-        "fractions": [float(v) for v in curve.fractions],
+        "fractions": [float(v) for v in curve.sigmas],
         "energy": [float(v) for v in curve.mean["error"]],
     }
     evidence = {

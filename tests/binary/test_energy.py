@@ -1,6 +1,7 @@
 """Local energy of binary networks: exact small cases, nesting, determinism, bad input."""
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -10,9 +11,11 @@ from hypothesis import given
 from torch import nn
 
 from binary import committee, energy, export, fixed_weights
-from binary.energy import BinaryLocalEnergy, local_energy
+from binary.energy import local_energy
 from binary.errors import BinaryError
 from canonicalize import Sign
+from funcspace.energy import LocalEnergy
+from funcspace.errors import FuncspaceError
 from funcspace.evaluation import Settings, evaluate
 from tests.binary.test_symmetry import wide
 from tests.strategies import binary_mlps
@@ -67,7 +70,7 @@ def test_draws_are_nested_seeded_and_batched_like_single_networks():
     data = (x, net(x).argmax(1))
     fractions = (0.0, 0.05, 0.1, 0.3)
     one = local_energy(net, data, fractions, samples=16, seed=3)
-    assert isinstance(one, BinaryLocalEnergy)
+    assert isinstance(one, LocalEnergy) and one.kind == "flip"
     again = local_energy(net, data, fractions, samples=16, seed=3)
     assert np.array_equal(one.perturbed["error"], again.perturbed["error"])
     other = local_energy(net, data, fractions, samples=16, seed=4)
@@ -130,3 +133,24 @@ def test_bad_input():
         net[0].weight[0, 1] = 0.7
     with pytest.raises(BinaryError, match=r"'0\.weight' \(\w+\) is not binary"):
         local_energy(net, data)
+
+
+def test_the_binary_curve_is_a_local_energy_that_saves_loads_and_plots(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from funcspace.plots import plot_local_energy
+
+    net, x = wide(bias=True)
+    curve = local_energy(net, (x, net(x).argmax(1)), (0.0, 0.1, 0.5), samples=4, seed=2)
+    assert (curve.kind, curve.parameters) == ("flip", "weights")
+    curve.save(tmp_path / "flip")
+    back = LocalEnergy.load(tmp_path / "flip")
+    assert back.kind == "flip" and back.total == curve.total
+    assert np.array_equal(back.flips, curve.flips) and np.array_equal(back.sigmas, curve.sigmas)
+    assert np.array_equal(back.perturbed["error"], curve.perturbed["error"])
+    fig = plot_local_energy({"binary": curve})
+    assert fig.axes[0].get_xlabel() == "fraction of flipped weights p"
+    real = dataclasses.replace(curve, kind="multiplicative", flips=None, total=None)
+    with pytest.raises(FuncspaceError, match="plot them separately"):
+        plot_local_energy({"binary": curve, "real": real})

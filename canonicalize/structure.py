@@ -195,9 +195,12 @@ class StructureOps:
 
     def expand(self: Walk, node: fx.Node, value: Value, shape) -> Value:
         lifted = lift(value, len(shape))
-        if any(lifted.shape[a] != shape[a] for a in lifted.axes):
+        # a size-1 axis among the feature axes (an unsqueeze) holds no features of its own:
+        # broadcasting along it repeats whole feature vectors (a class token over a batch)
+        axes = tuple(a for a in lifted.axes if not (lifted.shape[a] == 1 and shape[a] != 1))
+        if not axes or any(lifted.shape[a] != shape[a] for a in axes):
             raise SymmetryError(f"{describe(node)} repeats the features; not supported")
-        return lifted._replace(shape=tuple(shape), shift=(), param=None)
+        return lifted._replace(shape=tuple(shape), axes=axes, shift=(), param=None)
 
     def repeat(self: Walk, node: fx.Node, value: Value, shape) -> Value:
         return self.expand(node, value, shape)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import io
 import linecache
@@ -83,6 +84,9 @@ _SHAPE_ATTRS = frozenset(
         "is_nested",
     }
 )
+# shape attributes that never change with the batch size: the specializing tracer hands out
+# their values (``x.shape`` stays symbolic, its sizes specialize only where Python needs them)
+_STATIC_ATTRS = _SHAPE_ATTRS - {"shape"}
 _SHAPE_FUNCTIONS = frozenset({torch.numel, torch.is_floating_point, torch.is_complex, len})
 # operations whose output *shape* depends on the values of their input
 _DATA_SHAPED = frozenset(
@@ -255,8 +259,11 @@ class _ConcreteProxy(fx.Proxy):
 
     tracer: _SpecializingTracer
 
-    def __getattr__(self, k: str) -> _ConcreteAttribute:
-        return _ConcreteAttribute(self, k)
+    def __getattr__(self, k: str) -> Any:
+        attribute = _ConcreteAttribute(self, k)
+        if k in _STATIC_ATTRS:  # a plain value, usable as a dict key (einops: recipes by rank)
+            return self.tracer.concrete_value(attribute, f"reads .{k} of tensor values")
+        return attribute
 
     def __len__(self) -> int:
         return self.tracer.concrete_len(self)
@@ -854,8 +861,35 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
         on tensor values (the message names the module, file, line and source line), if
         torch.fx cannot trace it otherwise, or if the model fails on ``example_input``.
     """
+    _teach_einops()
     with _slow_attention():
         return _trace(model, example_input)
+
+
+@functools.cache
+def _teach_einops() -> type | None:
+    """Let einops's functions (``rearrange``, ``reduce``, ``repeat``, ...) run on traced values.
+
+    einops picks a backend by the type of its argument and knows no fx proxy, so a forward pass
+    calling ``einops.rearrange`` could not be traced. einops finds backends as subclasses of its
+    ``AbstractBackend`` whose ``framework_name`` is an imported module; this one is torch's
+    backend for proxies (its reshapes and permutations become graph nodes like the model's own).
+    Done once, and only when einops is installed; the cache holds the class (einops sees
+    subclasses through weak references).
+    """
+    try:
+        from einops._backends import TorchBackend
+    except ImportError:  # einops is not installed: nothing to teach
+        return None
+
+    class _ProxyBackend(TorchBackend):
+        framework_name = __name__  # this module, always imported while tracing
+
+        def is_appropriate_type(self, tensor: Any) -> bool:
+            return isinstance(tensor, fx.Proxy)
+
+    _ProxyBackend.__qualname__ = "canonicalize.tracing._ProxyBackend"
+    return _ProxyBackend
 
 
 def _trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:

@@ -117,8 +117,8 @@ def committee(
     TwoClassReadout``. Tree (``tree=True``): unit ``k`` sees only the ``k``-th block of ``N/K``
     consecutive inputs, written as a grouped 1x1 convolution,
     ``Flatten -> Unflatten(N, 1, 1) -> BinaryConv2d(N, K, 1, groups=K) -> BinarySign ->
-    Flatten -> SumUnits -> ...`` (canonicalize's discovery does not read an ``Unflatten``; a
-    tree's hidden units cannot be permuted anyway, each reads its own inputs).
+    Flatten -> SumUnits -> ...`` (a tree has no symmetry: each hidden unit reads its own inputs,
+    and the fixed vote forbids sign flips, so alignment returns it unchanged).
 
     ``output="sum"``: the logits are ``(-s, s)`` with ``s`` the sum of the hidden signs;
     ``"majority"``: ``s`` goes through one more sign first (the logits are +-1). Both classify

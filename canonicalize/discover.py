@@ -378,7 +378,10 @@ class Walk(StructureOps, AttentionOps, TokenOps):
                     "only Flatten(start_dim=1, end_dim=-1) is supported"
                 )
             return self.flatten(node, self.on_axis(value, 1, node), shape)
+        if isinstance(module, nn.Unflatten):
+            return self.reshape(node, value, shape)
         kind = ops.module_kind(module)
+
         if kind is None:
             raise SymmetryError(
                 f"{layer(name, module)} has no supported symmetry; supported "

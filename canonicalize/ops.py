@@ -25,12 +25,12 @@ SUPPORTED_LAYERS = (
     "Linear, Conv1d, Conv2d (grouped and depthwise too), BatchNorm1d, BatchNorm2d, every "
     "elementwise activation (ReLU, LeakyReLU, PReLU, Tanh, Hardtanh, Softsign, Sign, GELU, SiLU, "
     "Sigmoid, ELU, Softplus, Hardswish, Mish, ReLU6, ...), Identity, Dropout, max/avg/adaptive "
-    "pooling, Flatten, residual additions and subtractions, concatenation, channel slicing and "
-    "zero-padding of channels, products of two tensors (gates), mean/sum over spatial axes, "
-    "products with constants, softmax/log-softmax over the output; for sequences: Embedding, "
-    "LayerNorm, RMSNorm (modules or written by hand), parameters added to or multiplying the "
-    "features (position tables, gains), attention written with view/transpose around matmul or "
-    "F.scaled_dot_product_attention (masks, dropout), MultiheadAttention, "
+    "pooling, Flatten, Unflatten, residual additions and subtractions, concatenation, channel "
+    "slicing and zero-padding of channels, products of two tensors (gates), mean/sum over spatial"
+    " axes, products with constants, softmax/log-softmax over the output; for sequences: "
+    "Embedding, LayerNorm, RMSNorm (modules or written by hand), parameters added to or "
+    "multiplying the features (position tables, gains), attention written with view/transpose "
+    "around matmul or F.scaled_dot_product_attention (masks, dropout), MultiheadAttention, "
     "TransformerEncoderLayer"
 )
 

@@ -167,6 +167,20 @@ class SpatialCat(nn.Module):
         return self.out(F.relu(torch.cat([self.a(x), self.b(x)], dim=2)).flatten(1))
 
 
+def _unflatten(width: int = 6, spatial: tuple[int, int] = (1, 1)) -> nn.Sequential:
+    """A dense layer's units become channels of 1x1 maps (a tree committee, a decoder stem)."""
+    channels = width // (spatial[0] * spatial[1])
+    return nn.Sequential(
+        nn.Linear(3, width),
+        nn.ReLU(),
+        nn.Unflatten(1, (channels, *spatial)),
+        nn.Conv2d(channels, 4, spatial),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+
+
 MODELS = {
     "concat": (Concat, (3,)),
     "slice": (Slice, (3,)),
@@ -181,6 +195,7 @@ MODELS = {
     "bilinear": (Bilinear, (3,)),
     "pointwise": (Pointwise, (3,)),
     "spatial_cat": (SpatialCat, (1, 8)),
+    "unflatten": (_unflatten, (3,)),
 }
 
 
@@ -383,3 +398,10 @@ def test_bias_with_a_second_reader_is_not_folded():
 
     spec = C.symmetries(TwoReaders().eval(), torch.randn(5, 3))
     assert spec.bias_folds == ()
+
+
+def test_unflatten_to_1x1_maps_keeps_the_units_and_spreading_them_is_refused():
+    assert [g.size for g in spec_of("unflatten").groups] == [6, 4]
+    model = _unflatten(12, (2, 2)).double()
+    with pytest.raises(C.SymmetryError, match=r"layer '2'.*\(Unflatten\) reshapes \(5, 12\)"):
+        C.symmetries(model, torch.randn(5, 3, dtype=torch.float64))

@@ -28,30 +28,29 @@ Their geometry (on exported, plain binary networks):
   :func:`equivalent`;
 - ``binary.distance``: :func:`hamming_distance` and :func:`overlap`, after alignment;
 - ``binary.hamming``: :func:`hamming_path` (a :class:`paths.Path` flipping one weight per
-  step, in a random or greedy order; it plugs into ``paths.profile`` and ``paths.barrier``),
-  :func:`hamming_barriers` (over several random orders), :func:`hamming_midpoint`,
-  :func:`hamming_bent` (the binary single-bend path);
-- ``binary.bend``: :func:`trainable` (a plain binary network as a training model again, the
-  inverse of :func:`export`) and :func:`train_bend` (the single-bend path's trained bend);
+  step, in a random or greedy order; it plugs into ``paths.profile`` and ``paths.barrier``);
+- ``binary.barriers``: :func:`hamming_barriers` (over several random orders);
+- ``binary.bend``: the binary single-bend path, :func:`hamming_midpoint`, :func:`hamming_bent`,
+  :func:`trainable` (a plain binary network as a training model again, the inverse of
+  :func:`export`) and :func:`train_bend` (the trained bend);
 - ``binary.energy``: :func:`local_energy` (the error increase when a fraction of the
   weights is flipped).
 """
 
-from .bend import DEFAULT_SCALE, train_bend, trainable
+from .barriers import HammingBarriers, hamming_barriers
+from .bend import (
+    DEFAULT_SCALE,
+    HammingBentPath,
+    hamming_bent,
+    hamming_midpoint,
+    train_bend,
+    trainable,
+)
 from .distance import HammingDistance, hamming_distance, overlap
 from .energy import DEFAULT_FRACTIONS, local_energy
 from .errors import BinaryError
 from .export import check_binary, export, fixed_weights, is_binary
-from .hamming import (
-    ORDERS,
-    HammingBarriers,
-    HammingBentPath,
-    HammingPath,
-    hamming_barriers,
-    hamming_bent,
-    hamming_midpoint,
-    hamming_path,
-)
+from .hamming import ORDERS, HammingPath, hamming_path
 from .kernels import (
     binary_linear,
     binary_linear_stacked,

@@ -1,4 +1,4 @@
-"""The trained bend of the binary single-bend path: a plain binary network made trainable again.
+"""The binary single-bend path: its midpoint, its trained bend, the path itself.
 
 The toroids paper's single-bend path between two binary solutions ``a`` and ``b`` goes through
 a binary midpoint at half their Hamming distance, *trained to zero training error*, and joins
@@ -15,6 +15,9 @@ works on latent real weights, so this module goes back from the one to the other
   (or the epoch budget), then ``export``; the result carries the training record.
   ``hamming_bent(a, None, b, train=functools.partial(train_bend, template=model, data=data))``
   is the paper's path.
+
+- :func:`hamming_midpoint` (the untrained bend) and :func:`hamming_bent` (the path: two
+  Hamming paths joined at the bend, a :class:`HammingBentPath`).
 
 The latent magnitude ``scale`` sets how far the bend moves: a binary weight flips once its
 latent weight has crossed 0, after gradient steps adding up to ``scale``. The straight-through
@@ -35,20 +38,34 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from funcspace.data import Dataset
+from funcspace.evaluation import Settings
 from funcspace.optim import Options
+from funcspace.params import Params  # noqa: F401 - HammingBentPath's inherited field types
 from funcspace.training import TrainResult, train
+from paths import BentPath
 
 from .errors import BinaryError
 from .export import export, fixed_weights
+from .hamming import hamming_path
 from .layers import _Binary
 from .symmetry import binary_weights
 
-__all__ = ["DEFAULT_SCALE", "train_bend", "trainable"]
+__all__ = [
+    "DEFAULT_SCALE",
+    "HammingBentPath",
+    "hamming_bent",
+    "hamming_midpoint",
+    "train_bend",
+    "trainable",
+]
 
 #: The default latent magnitude of :func:`trainable` (see the module docstring).
 DEFAULT_SCALE = 0.2
@@ -298,3 +315,140 @@ def train_bend(
         progress=False,
     )
     return TrainResult(export(result.model), result.record, result.init)
+
+
+@dataclass(frozen=True, eq=False)
+class HammingBentPath(BentPath):
+    """Two Hamming paths joined at a binary bend: ``t`` in [0, 1/2] runs the first (``a`` to the
+    bend), [1/2, 1] the second (the bend to ``b``); see :class:`paths.BentPath`."""
+
+    @property
+    def length(self) -> int:
+        """Flips along both legs."""
+        return self.first.length + self.second.length
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: the kind and the flips of each leg."""
+        legs = [self.first.length, self.second.length]
+        return {**super().to_dict(), "legs": legs, "hamming_length": sum(legs)}
+
+
+def hamming_midpoint(
+    a: nn.Module,
+    b: nn.Module,
+    *,
+    seed: int = 0,
+    example_input: Tensor | None = None,
+    align: bool = True,
+    method: str = "cosine",
+) -> nn.Module:
+    """A binary network half way between ``a`` and the aligned ``b``: ``floor(H / 2)`` of the
+    ``H`` differing weights of ``a``, drawn at random, flipped (real parameters averaged).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a, b = nn.Linear(4, 1, bias=False), nn.Linear(4, 1, bias=False)
+    >>> _ = a.weight.data.fill_(1.0)
+    >>> _ = b.weight.data.fill_(-1.0)
+    >>> int((hamming_midpoint(a, b).weight < 0).sum())
+    2
+    """
+    path = hamming_path(a, b, seed=seed, example_input=example_input, align=align, method=method)
+    h = path.length
+    return path.at((h // 2) / h if h else 0.0)
+
+
+def hamming_bent(
+    a: nn.Module,
+    mid: nn.Module | None,
+    b: nn.Module,
+    *,
+    train: Callable[[nn.Module], nn.Module | TrainResult] | None = None,
+    order: str = "random",
+    seed: int = 0,
+    data: Any = None,
+    example_input: Tensor | None = None,
+    align: bool = True,
+    method: str = "cosine",
+    metric: str = "auto",
+    candidates: int | None = None,
+    settings: Settings | None = None,
+) -> HammingBentPath:
+    """The binary single-bend path: ``a`` to a binary bend, then the bend to ``b``, each leg a
+    Hamming path (:func:`hamming_path`; the bend aligned to ``a``, ``b`` to the bend).
+
+    Parameters
+    ----------
+    a, b : nn.Module
+        Plain binary networks of one architecture.
+    mid : nn.Module or None
+        The bend; None: :func:`hamming_midpoint` of ``a`` and ``b`` (seeded by ``seed``).
+    train : callable, optional
+        ``train(mid)``, applied to the bend before the legs are built, returns the new bend
+        (a plain binary network) or a :class:`funcspace.training.TrainResult` holding it
+        (its record becomes the path's ``record``). The toroids paper trains the bend to
+        zero training error: ``functools.partial(binary.train_bend, template=model,
+        data=data)`` (``model`` a binary training model of the architecture).
+    order, seed, data, example_input, align, method, metric, candidates, settings
+        As in :func:`hamming_path` (the second leg's seed is ``seed + 1``).
+
+    Returns
+    -------
+    HammingBentPath
+        Its ``bend`` is the bend as the path meets it (aligned to ``a``); its ``record`` the
+        bend's training record when ``train`` returns one, else None.
+
+    Raises
+    ------
+    BinaryError
+        As :func:`hamming_path`, or when ``train`` returns something that is not a plain binary
+        network of the architecture.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a, b = nn.Linear(4, 1, bias=False), nn.Linear(4, 1, bias=False)
+    >>> _ = a.weight.data.fill_(1.0)
+    >>> _ = b.weight.data.fill_(-1.0)
+    >>> path = hamming_bent(a, None, b)
+    >>> path.length, path.kind, torch.equal(path.params([1.0])["weight"][0], b.weight.detach())
+    (4, 'hamming_bent', True)
+    """
+    options = dict(
+        order=order,
+        data=data,
+        example_input=example_input,
+        align=align,
+        method=method,
+        metric=metric,
+        candidates=candidates,
+        settings=settings,
+    )
+    if mid is None:
+        mid = hamming_midpoint(
+            a, b, seed=seed, example_input=example_input, align=align, method=method
+        )
+    record = None
+    if train is not None:
+        mid = train(mid)
+        if isinstance(mid, TrainResult):
+            mid, record = mid.model, mid.record
+        binary_weights(mid, "the trained bend")
+    first = hamming_path(a, mid, seed=seed, **options)
+    second = hamming_path(first.aligned, b, seed=seed + 1, **options)
+    end = second.params([1.0])
+    direction = {n: end[n][0] - v for n, v in first.origin.items()}
+    return HammingBentPath(
+        start=a,
+        end=b,
+        kind="hamming_bent",
+        origin=first.origin,
+        direction=direction,
+        first=first,
+        second=second,
+        bend=first.aligned,
+        record=record,
+    )

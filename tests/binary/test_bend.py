@@ -44,8 +44,8 @@ from binary import (
     train_perceptron_rule,
     trainable,
 )
+from binary.barriers import _resolution
 from binary.bend import DEFAULT_SCALE
-from binary.hamming import _resolution
 from canonicalize import Sign
 from funcspace.data import load
 from funcspace.optim import AdversarialOptions, ReplicatedSGDOptions, SGDOptions, error_and_loss

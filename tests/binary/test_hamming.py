@@ -11,17 +11,11 @@ from hypothesis import given
 from torch import nn
 
 from binary import binary_mlp, committee, export, fixed_weights, trainable
+from binary.barriers import HammingBarriers, hamming_barriers
+from binary.bend import HammingBentPath, hamming_bent, hamming_midpoint
 from binary.distance import hamming_distance
 from binary.errors import BinaryError
-from binary.hamming import (
-    HammingBarriers,
-    HammingBentPath,
-    HammingPath,
-    hamming_barriers,
-    hamming_bent,
-    hamming_midpoint,
-    hamming_path,
-)
+from binary.hamming import HammingPath, hamming_path
 from canonicalize import Sign
 from funcspace.evaluation import Settings, evaluate
 from paths import barrier, profile

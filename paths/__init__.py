@@ -18,7 +18,7 @@
 from .barrier import Barrier, adaptive_max, barrier
 from .curve import CurvePath, CurveRecord, curve
 from .length import PathLength, euclidean_length, length
-from .level_set import REGULARIZERS, LevelSet, Penalized, level_set, penalized
+from .level_set import REGULARIZERS, LevelSet, level_set
 from .path import (
     KINDS,
     BentPath,
@@ -31,6 +31,7 @@ from .path import (
     linear,
     slerp,
 )
+from .penalized import Penalized, penalized
 from .plane import PathPlane, path_plane
 from .plots import plot_path_plane, plot_profiles
 from .profile import BATCHNORM_MODES, Profile, profile, repair

@@ -18,7 +18,8 @@ from torch import nn
 import paths
 from funcspace.data import from_tensors
 from funcspace.models import MLP
-from paths.level_set import LevelSet, Penalized, level_set, penalized
+from paths.level_set import LevelSet, level_set
+from paths.penalized import Penalized, penalized
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,18 @@ Three parts, each printing a markdown table:
     BatchNorm statistics interpolated for every order; also recalibrated (per point, on the
     training set in the evaluator's batches; ``paths.profile``'s default) for the first orders.
 ``int8``
-    The same profile's hidden-layer products (inputs +-1 after a sign, weights +-1) for a chunk
-    of the path's points: :func:`binary.binary_linear_stacked` with ``int8=True`` (forced:
-    ``torch._int_mm``, int32 accumulation) against ``int8=False`` (float32 ``bmm``) on the same
-    stacked inputs; bit-exactness against each other and against the networks' own layers, GOP/s,
-    the CPU flags and what :func:`binary.int8_preferred` says.
+    The same 8 orders x 101 points profile (training error, BatchNorm statistics
+    interpolated) through :func:`paths.profile` with ``Settings(int8=...)``: ``"never"``
+    (float32), ``"auto"`` (what a user gets: int8 only where
+    :func:`funcspace.evaluation.int8.int8_preferred` says it is faster) and ``"always"``
+    (forced: the Linear layers that read a sign multiply in int8 with int32 accumulation,
+    ``torch._int_mm``), side by side per order; time ratios against float32 and bit-exactness
+    of the errors. Where int8 is not preferred (it is slow) the forced runs cover the first
+    ``--int8-orders`` orders (default 2 there, 8 elsewhere). Then where the time goes: the
+    hidden-layer products alone for 8 points of the path,
+    :func:`binary.binary_linear_stacked` with ``int8="always"`` against ``"never"`` (float32
+    ``bmm``), bit-exactness against each other and the networks' own layers, GOP/s, the CPU
+    flags.
 ``committee``
     Fully connected binary committee machines (``binary.committee(N, K)``, K = 3) on the hidden
     manifold model (two classes, tanh), P = alpha N training examples at alpha = 1 (below
@@ -42,6 +49,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/binary.py                      # all three parts, 8-11 minutes
     .venv/bin/python benchmarks/binary.py committee            # one part (or two: profile int8)
     .venv/bin/python benchmarks/binary.py --threads 2 profile  # torch threads (default 1)
+    .venv/bin/python benchmarks/binary.py int8 --int8-orders 8 # forced int8 on every order
 
 One torch thread by default: on a 2-core machine shared with other jobs, two OpenMP threads
 turn small products into waits (see README.md). Times are wall-clock and noisy there; every
@@ -68,7 +76,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import binary  # noqa: E402
 import paths  # noqa: E402
 from funcspace.data import load  # noqa: E402
-from funcspace.evaluation import Settings  # noqa: E402
+from funcspace.evaluation import Settings, evaluate  # noqa: E402
+from funcspace.evaluation.int8 import (  # noqa: E402
+    INT8_CPU_FLAGS,
+    int8_preferred,
+    int8_supported,
+)
 from funcspace.optim import AdamOptions, SGDOptions  # noqa: E402
 from funcspace.training import train  # noqa: E402
 
@@ -335,23 +348,79 @@ def _layer_inputs(path, t: np.ndarray, x: torch.Tensor) -> list[dict]:
     return layers
 
 
+def int8_profile(
+    data, a: nn.Module, aligned: nn.Module, orders: int = 8, points: int = 101, forced=None
+) -> dict:
+    """The profile with ``Settings(int8="never" | "auto" | "always")``, side by side."""
+    x, y = data.train
+    t = np.linspace(0, 1, points)
+    flops = 2 * _macs_per_input(a) * len(x) * points
+    preferred = int8_preferred()
+    forced = (orders if preferred else min(2, orders)) if forced is None else min(forced, orders)
+    layers = evaluate(a, data, int8="always").int8_layers
+    print(
+        f"\nint8 in the profile: {orders} random orders x {points} points (training error on "
+        f"{len(x)} inputs, statistics interpolated), paths.profile with Settings(int8=...); "
+        f'"always" on the first {forced} orders. Layers in int8 when forced: {layers} (the '
+        f"first layer reads the data and stays in float32); int8_supported() = "
+        f'{int8_supported()}, int8_preferred() = {preferred}, so "auto" runs '
+        f"{'int8' if preferred else 'float32'} here\n"
+    )
+    found: dict[str, list] = {"never": [], "auto": [], "always": []}
+    for order in range(orders):
+        path = binary.hamming_path(a, aligned, seed=order, align=False)
+        modes = ["never", "auto"] + (["always"] if order < forced else [])
+        if order % 2:  # alternate which goes first, so that none always meets a warmer cache
+            modes.reverse()
+        values = {}
+        for mode in modes:
+            settings = Settings(metrics=("error",), int8=mode)
+            start = time.perf_counter()
+            result = paths.profile(path, data, t=t, batchnorm="interpolate", settings=settings)
+            found[mode].append(time.perf_counter() - start)
+            values[mode] = result.values["error"]
+        for mode in modes:
+            found[mode][-1] = (found[mode][-1], bool(np.array_equal(values[mode], values["never"])))
+    _table(
+        "int8",
+        "orders",
+        "s per profile (median [range])",
+        "**float32 / this** (median)",
+        "GFLOP/s",
+        "errors identical to float32",
+    )
+    base = statistics.median(s for s, _ in found["never"])
+    rows = {}
+    for mode, runs in found.items():
+        times = [s for s, _ in runs]
+        same = sum(ok for _, ok in runs)
+        tm = statistics.median(times)
+        ratio = base / tm
+        slower = f" ({tm / base:.1f}x slower)" if ratio < 1 else ""
+        print(
+            f"| {mode} | {len(runs)} | {tm:.2f} [{min(times):.2f}-{max(times):.2f}] | "
+            f"**{ratio:.3f}x**{slower} | {flops / tm / 1e9:.1f} | {same} of {len(runs)} |"
+        )
+        rows[mode] = {"times": times, "identical": same, "ratio": ratio}
+    return {"rows": rows, "layers": layers, "preferred": preferred}
+
+
 def int8_part(data, path, chunk: int = 8, repeats: int = 3, int8_repeats: int = 2) -> dict:
     x = data.train[0]
     t = np.linspace(0, 1, chunk)
     layers = _layer_inputs(path, t, x)
     name, flags = _cpu()
     print(
-        f"\nint8 against float32: the hidden-layer products of {chunk} points of the profile "
+        f"\nWhere the time goes: the hidden-layer products of {chunk} points of the profile "
         f"(t = 0, 1/{chunk - 1}, ..., 1), each on the {len(x)} training inputs; "
-        f"binary.binary_linear_stacked(x (K, N, in), w (K, out, in)), int8=True forced vs "
-        f"int8=False; median of {repeats} (float32) and {int8_repeats} (int8) runs\n"
+        f'binary.binary_linear_stacked(x (K, N, in), w (K, out, in)), int8="always" vs '
+        f'"never"; median of {repeats} (float32) and {int8_repeats} (int8) runs\n'
     )
     print(f"CPU: {name}; flags: {' '.join(flags)}")
     print(
         f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"{torch.get_num_threads()} thread(s); binary.int8_supported() = "
-        f"{binary.int8_supported()}, binary.int8_preferred() = {binary.int8_preferred()}, "
-        f"int8 dot-product flags present: {sorted(binary.kernels.INT8_CPU_FLAGS & set(flags))}\n"
+        f"{torch.get_num_threads()} thread(s); int8 dot-product flags present: "
+        f"{sorted(INT8_CPU_FLAGS & set(flags))}\n"
     )
     _table(
         "layer",
@@ -372,10 +441,10 @@ def int8_part(data, path, chunk: int = 8, repeats: int = 3, int8_repeats: int = 
         ops = 2 * k * n * fan_in * out
 
         def fp32(xs=xs, ws=ws):
-            return binary.binary_linear_stacked(xs, ws, int8=False, check=False)
+            return binary.binary_linear_stacked(xs, ws, int8="never", check=False)
 
         def int8(xs=xs, ws=ws):
-            return binary.binary_linear_stacked(xs, ws, int8=True, check=False)
+            return binary.binary_linear_stacked(xs, ws, int8="always", check=False)
 
         fp32()  # warm-up
         t32, r32 = _median_time(fp32, repeats)
@@ -557,7 +626,12 @@ def committee_part(
 # ---------------------------------------------------------------------------------- main
 
 
-def main(parts: tuple[str, ...] = PARTS, threads: int = 1, epochs: int = 30) -> dict:
+def main(
+    parts: tuple[str, ...] = PARTS,
+    threads: int = 1,
+    epochs: int = 30,
+    int8_orders: int | None = None,
+) -> dict:
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {threads} thread(s), {time.strftime('%Y-%m-%d %H:%M')}")
     out, start = {}, time.perf_counter()
@@ -569,6 +643,7 @@ def main(parts: tuple[str, ...] = PARTS, threads: int = 1, epochs: int = 30) -> 
         else:
             path = binary.hamming_path(a, aligned, seed=0, align=False)
         if "int8" in parts:
+            out["int8_profile"] = int8_profile(data, a, aligned, forced=int8_orders)
             out["int8"] = int8_part(data, path)
     if "committee" in parts:
         out["committee"] = committee_part()
@@ -583,8 +658,19 @@ if __name__ == "__main__":
     parser.add_argument("parts", nargs="*", help=f"any of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per MLP")
+    parser.add_argument(
+        "--int8-orders",
+        type=int,
+        default=None,
+        help='orders of the int8 part run with int8="always" (default: 8, or 2 where int8 is slow)',
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    main(tuple(args.parts) or PARTS, threads=args.threads, epochs=args.epochs)
+    main(
+        tuple(args.parts) or PARTS,
+        threads=args.threads,
+        epochs=args.epochs,
+        int8_orders=args.int8_orders,
+    )

@@ -4,30 +4,42 @@ A binary network's hidden layers multiply +-1 activations by +-1 weights: every 
 every partial sum is a small integer, so int8 inputs with int32 accumulation
 (``torch._int_mm``) give the same numbers as float32 (exact while sums stay below 2**24), at
 4.2-8x the speed of float32 on a CPU with AVX512 int8 dot products (../shared/PERFORMANCE.md)
-and on CUDA. ``torch._int_mm`` is a private torch function: this module is the one place that
-calls it, pads shapes to what CUDA's kernel takes, and falls back to float32 where it is
-missing or refuses a shape.
+and on CUDA. The kernel lives in the funcspace core, :mod:`funcspace.evaluation.int8` (the one
+place that calls ``torch._int_mm``, pads shapes for CUDA and probes each device), where the
+batched evaluation uses it for the Linear layers that read a sign activation
+(``Settings.int8``); this module adds the checked public products on top of it.
 
 Where it is slow it is avoided: on a CPU without int8 dot-product instructions (AMD EPYC with
 AVX2 only, torch 2.13) ``_int_mm`` ran 27-160x *slower* than float32 (4000x1000 @ 1000x1000:
-1.5-2.1 s against 0.054 s; 2048**3: 12-23 s against 0.14 s). ``int8=None`` (the default) picks
-int8 only where it is expected to be faster (:func:`int8_preferred`: CUDA, or a CPU with one of
-``INT8_CPU_FLAGS``); ``int8=True`` forces it wherever it runs (tests, measurements);
-``int8=False`` never uses it. The results are equal bit for bit on every path.
+1.5-2.1 s against 0.054 s; 2048**3: 12-23 s against 0.14 s). ``int8`` takes the values of
+``Settings.int8``: ``"auto"`` (the default) picks int8 only where it is expected to be faster
+(:func:`int8_preferred`: CUDA, or a CPU with one of ``INT8_CPU_FLAGS``); ``"always"`` forces it
+wherever it runs (tests, measurements); ``"never"`` never uses it. The results are equal bit
+for bit on every path.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from funcspace._validate import check_choice
+from funcspace.evaluation.int8 import (
+    INT8_CPU_FLAGS,
+    int8_preferred,
+    int8_supported,
+    int_bmm,
+    int_mm,
+    use_int8,
+)
+from funcspace.evaluation.settings import INT8_MODES
+
 from .errors import BinaryError
 
 __all__ = [
+    "INT8_CPU_FLAGS",
     "binary_linear",
     "binary_linear_stacked",
     "binary_matmul",
@@ -36,74 +48,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: CPU flags (Linux ``/proc/cpuinfo``) of int8 dot-product instructions that make int8 fast.
-INT8_CPU_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def _device_key(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return str(device)
-
-
-@functools.cache
-def _probe(key: str) -> bool:
-    """Whether ``torch._int_mm`` runs on the device and returns the exact product."""
-    if not hasattr(torch, "_int_mm"):
-        return False
-    gen = torch.Generator().manual_seed(0)
-    a = (torch.randint(0, 2, (32, 24), generator=gen) * 2 - 1).to(torch.int8)
-    b = (torch.randint(0, 2, (24, 16), generator=gen) * 2 - 1).to(torch.int8)
-    try:
-        out = torch._int_mm(a.to(key), b.to(key)).cpu()
-    except (RuntimeError, NotImplementedError) as err:
-        logger.info("torch._int_mm does not run on %s (%s); binary products use float32", key, err)
-        return False
-    return bool(torch.equal(out, a.int() @ b.int()))
-
-
-def int8_supported(device: torch.device | str = "cpu") -> bool:
-    """Whether int8 products with int32 accumulation (``torch._int_mm``) run on ``device``.
-
-    Probed once per device with a small product checked against the exact one.
-
-    Examples
-    --------
-    >>> isinstance(int8_supported("cpu"), bool)
-    True
-    """
-    return _probe(_device_key(device))
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_has_int8_dot() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:  # not Linux: no way to tell cheaply, so keep float32 (always exact)
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool(INT8_CPU_FLAGS & set(line.split(":", 1)[-1].split()))
-    return False
-
-
-def int8_preferred(device: torch.device | str = "cpu") -> bool:
-    """Whether ``int8=None`` uses int8 on ``device``: on CUDA where it runs; on a CPU where it
-    runs and the CPU has int8 dot-product instructions (``INT8_CPU_FLAGS``).
-
-    Examples
-    --------
-    >>> int8_preferred("meta")
-    False
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int8_supported(device)
-    if device.type == "cpu":
-        return _cpu_has_int8_dot() and int8_supported(device)
-    return False
 
 
 def _check_operand(name: str, t: object) -> Tensor:
@@ -132,12 +76,8 @@ def _check_values(name: str, t: Tensor) -> None:
         )
 
 
-def _use_int8(int8: bool | None, device: torch.device) -> bool:
-    if int8 is None:
-        return int8_preferred(device)
-    if not isinstance(int8, bool):
-        raise BinaryError(f"int8 must be True, False or None, got {int8!r}")
-    return int8 and int8_supported(device)
+def _use_int8(int8: str, device: torch.device) -> bool:
+    return use_int8(check_choice("int8", int8, INT8_MODES, error=BinaryError), device)
 
 
 def _out_dtype(*tensors: Tensor) -> torch.dtype:
@@ -149,28 +89,7 @@ def _out_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.get_default_dtype() if dtype is None else dtype
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _int_mm(a: Tensor, b: Tensor, pad: bool | None = None) -> Tensor:
-    """``a @ b`` (2-D) in int8 with int32 accumulation. ``pad`` (default: on CUDA) meets
-    CUDA's shape rules (more than 16 rows, inner and output sizes multiples of 8) by zero
-    padding, which changes no sum."""
-    m, k = a.shape
-    n = b.shape[1]
-    a8, b8 = a.to(torch.int8), b.to(torch.int8)
-    if a.device.type == "cuda" if pad is None else pad:
-        rows, inner, cols = max(m, 17), _round_up(k, 8), _round_up(n, 8)
-        if (rows, inner) != (m, k):
-            a8 = torch.nn.functional.pad(a8, (0, inner - k, 0, rows - m))
-        if (inner, cols) != (k, n):
-            b8 = torch.nn.functional.pad(b8, (0, cols - n, 0, inner - k))
-        return torch._int_mm(a8, b8)[:m, :n]
-    return torch._int_mm(a8, b8)
-
-
-def binary_matmul(a: Tensor, b: Tensor, *, int8: bool | None = None, check: bool = True) -> Tensor:
+def binary_matmul(a: Tensor, b: Tensor, *, int8: str = "auto", check: bool = True) -> Tensor:
     """``a @ b`` for 2-D tensors of small integers (+-1), exact, in int8 where it pays.
 
     Parameters
@@ -179,9 +98,10 @@ def binary_matmul(a: Tensor, b: Tensor, *, int8: bool | None = None, check: bool
         ``(m, k)``, integers in ``[-128, 127]`` (any dtype).
     b : Tensor
         ``(k, n)``, the same.
-    int8 : bool, optional
-        ``None``: int8 with int32 accumulation where :func:`int8_preferred`, else float;
-        ``True``: int8 wherever it runs (:func:`int8_supported`), else float; ``False``: float.
+    int8 : {"auto", "always", "never"}
+        As ``funcspace.evaluation.Settings.int8``: ``"auto"``: int8 with int32 accumulation
+        where :func:`int8_preferred`, else float; ``"always"``: int8 wherever it runs
+        (:func:`int8_supported`), else float; ``"never"``: float.
     check : bool
         Check that the entries are integers in range (one pass over each operand); callers
         in hot loops whose inputs are +-1 by construction pass ``False``.
@@ -195,14 +115,14 @@ def binary_matmul(a: Tensor, b: Tensor, *, int8: bool | None = None, check: bool
     Raises
     ------
     BinaryError
-        For operands that are not 2-D tensors of one device with matching inner sizes, or
-        (``check``) hold values other than integers in ``[-128, 127]``.
+        For operands that are not 2-D tensors of one device with matching inner sizes, an
+        unknown ``int8`` mode, or (``check``) values other than integers in ``[-128, 127]``.
 
     Examples
     --------
     >>> a = torch.tensor([[1.0, -1.0, 1.0]])
     >>> b = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])
-    >>> binary_matmul(a, b, int8=True)
+    >>> binary_matmul(a, b, int8="always")
     tensor([[-1.,  3.]])
     """
     a, b = _check_operand("a", a), _check_operand("b", b)
@@ -218,15 +138,13 @@ def binary_matmul(a: Tensor, b: Tensor, *, int8: bool | None = None, check: bool
     dtype = _out_dtype(a, b)
     if _use_int8(int8, a.device) and a.numel() and b.numel():
         try:
-            return _int_mm(a, b).to(dtype)
+            return int_mm(a, b).to(dtype)
         except RuntimeError as err:  # a shape or layout this torch's kernel refuses
             logger.info("torch._int_mm refused %s @ %s (%s); using float", a.shape, b.shape, err)
     return a.to(dtype) @ b.to(dtype)
 
 
-def binary_linear(
-    x: Tensor, weight: Tensor, *, int8: bool | None = None, check: bool = True
-) -> Tensor:
+def binary_linear(x: Tensor, weight: Tensor, *, int8: str = "auto", check: bool = True) -> Tensor:
     """``x @ weight.T`` (a bias-free ``nn.Linear``) for +-1 inputs and +-1 weights, exact.
 
     Parameters
@@ -259,7 +177,7 @@ def binary_linear(
 
 
 def binary_linear_stacked(
-    x: Tensor, weights: Tensor, *, int8: bool | None = None, check: bool = True
+    x: Tensor, weights: Tensor, *, int8: str = "auto", check: bool = True
 ) -> Tensor:
     """One bias-free linear layer of ``K`` networks at once: ``x @ weights[k].T`` for each k.
 
@@ -312,9 +230,12 @@ def binary_linear_stacked(
     if x.ndim == 2:
         flat = binary_matmul(x, weights.reshape(K * out, fan_in).T, int8=int8, check=False)
         return flat.view(len(x), K, out).transpose(0, 1).contiguous()
-    if _use_int8(int8, x.device):
-        return torch.stack(
-            [binary_matmul(x[k], weights[k].T, int8=True, check=False) for k in range(K)]
-        )
     dtype = _out_dtype(x, weights)
+    if _use_int8(int8, x.device) and x.numel() and weights.numel():
+        try:
+            return int_bmm(x, weights.transpose(1, 2), dtype)
+        except RuntimeError as err:  # a shape or layout this torch's kernel refuses
+            logger.info(
+                "torch._int_mm refused %s x %s (%s); using float", x.shape, weights.shape, err
+            )
     return torch.bmm(x.to(dtype), weights.to(dtype).transpose(1, 2))

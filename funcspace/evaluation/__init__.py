@@ -44,8 +44,18 @@ first-layer reuse) costs 2-5 ms for the models of :mod:`funcspace.models`; the f
 trace on every call, and an :class:`Evaluator` bound to a template traces once, for code that
 evaluates one architecture many times.
 
+Binary layers: under ``"stacked"``, a bias-free Linear that reads a sign activation
+(``canonicalize.Sign``, ``binary.BinarySign``, ``torch.sign``) multiplies in int8 with int32
+accumulation (``torch._int_mm``, :mod:`funcspace.evaluation.int8`) where ``Settings.int8``
+asks for it (``"auto"``: on CUDA or a CPU with VNNI/AMX int8 dot products; ``"always"``;
+``"never"``) and, checked at run time, its inputs and every point's weights are -1, 0 or +1:
+the sums are then the float32 ones bit for bit. Anything else runs in float (the first layer,
+which reads the data; latent real weights; convolutions; the loop and vmap strategies);
+``Evaluation.int8_layers`` names the layers that ran in int8. On the project's AVX2 CPU
+``_int_mm`` is 7-35x slower than float32, so ``"auto"`` keeps float there.
+
 How to measure is one frozen :class:`Settings` (metrics, split, batch size, chunk, BatchNorm
-handling, recalibration data, strategy): :func:`evaluate` builds one from its keywords, an
+handling, recalibration data, strategy, int8): :func:`evaluate` builds one from its keywords, an
 :class:`Evaluator` holds one, and the landscape functions, local energy and the layers above
 take ``settings=``. Metrics are :class:`funcspace.metrics.Metric` objects (``"error"``,
 ``"loss"``, ``"mse"``, ``"sign_error"`` or your own). When ``"auto"`` picks vmap and
@@ -54,7 +64,8 @@ take ``settings=``. Metrics are :class:`funcspace.metrics.Metric` objects (``"er
 The package's modules, one job each: ``evaluator`` (:class:`Evaluator` and the public
 functions), ``settings`` (:class:`Settings`), ``result`` (:class:`Evaluation`), ``points``
 (validating networks, affine families and data; the points and buffers served per chunk),
-``plan`` (the fx trace of the template), ``strategy`` (the contract: the ``Job`` a
+``plan`` (the fx trace of the template), ``int8`` (the exact int8 kernel and where it
+pays), ``strategy`` (the contract: the ``Job`` a
 strategy runs and the ``Runner`` protocol it implements), ``functional`` (the ``"loop"`` /
 ``"vmap"`` strategy), ``stacked`` (the ``"stacked"`` strategy) and ``engine`` (the ``"auto"``
 rule, batches, chunks and metric sums).
@@ -64,9 +75,10 @@ from funcspace.metrics import DEFAULT_METRICS as METRICS
 
 from .evaluator import Evaluator, evaluate, evaluate_affine
 from .result import Evaluation
-from .settings import STRATEGIES, Settings
+from .settings import INT8_MODES, STRATEGIES, Settings
 
 __all__ = [
+    "INT8_MODES",
     "METRICS",
     "STRATEGIES",
     "Evaluation",

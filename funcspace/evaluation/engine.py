@@ -163,7 +163,15 @@ def _execute(job: Job, strategy: str, chunk: int, use_chain: bool) -> Evaluation
             "(check the parameters, the inputs and the scale of the steps that made the points)"
         )
     return Evaluation(
-        values, strategy, chunk, job.batch_size, job.settings.batchnorm, n, reuse, job.settings
+        values,
+        strategy,
+        chunk,
+        job.batch_size,
+        job.settings.batchnorm,
+        n,
+        reuse,
+        job.settings,
+        int8_layers=runner.int8_layers,
     )
 
 

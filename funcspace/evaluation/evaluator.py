@@ -175,6 +175,7 @@ def evaluate(
     batchnorm: str = "fixed",
     recalibration_data: Dataset | Pair | None = None,
     strategy: str = "auto",
+    int8: str = "auto",
 ) -> Evaluation:
     """Metrics (error and loss by default) of many networks of one architecture, batched.
 
@@ -209,6 +210,12 @@ def evaluate(
     strategy : {"auto", "loop", "vmap", "stacked"}
         See :mod:`funcspace.evaluation`; every strategy gives the same values up to
         round-off.
+    int8 : {"auto", "always", "never"}
+        Exact int8 products for Linear layers that read a sign activation, where their
+        inputs and weights are all -1, 0 or +1 (binary networks, ``"stacked"`` strategy):
+        ``"auto"`` where that is faster (CUDA, or a CPU with VNNI/AMX), ``"always"``
+        wherever ``torch._int_mm`` runs, ``"never"``. The values are the same bit for bit;
+        see :class:`Settings` and ``Evaluation.int8_layers``.
 
     Returns
     -------
@@ -248,6 +255,7 @@ def evaluate(
         batchnorm=batchnorm,
         recalibration_data=recalibration_data,
         strategy=strategy,
+        int8=int8,
     )
     return Evaluator(template_of(models), settings).evaluate(models, data)
 
@@ -267,6 +275,7 @@ def evaluate_affine(
     batchnorm: str = "fixed",
     recalibration_data: Dataset | Pair | None = None,
     strategy: str = "auto",
+    int8: str = "auto",
     reuse_first_layer: bool = True,
 ) -> Evaluation:
     """Metrics at the points ``origin + sum_i coefficients[k, i] * directions[i]``.
@@ -289,7 +298,7 @@ def evaluate_affine(
         biases in a filter-normalized plane that excludes them).
     coefficients : Tensor of shape (K, m)
         One row per point.
-    data, metrics, split, batch_size, chunk, batchnorm, recalibration_data, strategy
+    data, metrics, split, batch_size, chunk, batchnorm, recalibration_data, strategy, int8
         As in :func:`evaluate`.
     buffers : dict of str -> Tensor, optional
         BatchNorm running statistics shared by every point (default: the template's).
@@ -329,6 +338,7 @@ def evaluate_affine(
         batchnorm=batchnorm,
         recalibration_data=recalibration_data,
         strategy=strategy,
+        int8=int8,
     )
     return Evaluator(template, settings).evaluate_affine(
         origin,

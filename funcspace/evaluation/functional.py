@@ -32,6 +32,9 @@ class VmapUnsupported(FuncspaceError):
 class FunctionalRunner:
     """functional_call on a meta-device copy of the template: a loop or vmap over points."""
 
+    #: Products in float only: int8 runs under the "stacked" strategy alone.
+    int8_layers: tuple[str, ...] = ()
+
     def __init__(self, job: Job, strategy: str, chunk: int, reuse: bool) -> None:
         self.job, self.chunk, self.reuse = job, chunk, reuse
         self.use_vmap = strategy == "vmap"

@@ -5,6 +5,13 @@ A :class:`Plan` records the traced graph, whether the model is a plain chain of 
 (for :func:`~funcspace.evaluation.evaluate_affine`'s first-layer reuse) and the BatchNorm
 layers. A model whose forward cannot be traced gets a plan without a graph: the generic
 runner's loop still evaluates it.
+
+Sign activations (:class:`canonicalize.Sign` and its subclasses, such as
+``binary.BinarySign``) are traced as leaf modules, whatever their forward does inside (a
+straight-through autograd function, a convention at 0): an elementwise op of the chain. A
+bias-free Linear that reads a sign's output (directly, or through ``Flatten``, ``Dropout`` or
+``Identity``) is a ``"sign_linear"`` op: its inputs are -1, 0 or +1, so with +-1 weights its
+products can run exactly in int8 (``Settings.int8``; checked again at run time).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+
+from canonicalize import Sign
 
 _RELU_FUNCTIONS = {torch.relu, F.relu}
 _ELEMENTWISE_FUNCTIONS = {
@@ -43,9 +52,15 @@ _ELEMENTWISE_MODULES = (
 _FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
-# One op of a chain: (kind, payload). kind: "linear" / "bn" (payload: module name),
-# "relu", "fn" (payload: elementwise callable), "skip" (Dropout, Identity, Flatten of a row).
+# One op of a chain: (kind, payload). kind: "linear" / "sign_linear" / "bn" (payload: module
+# name; "sign_linear": a bias-free Linear whose input is a sign's output), "relu", "fn" /
+# "sign" (payload: elementwise callable; "sign": a sign activation), "skip" (Dropout,
+# Identity), "flatten" (Flatten of a row).
 Op = tuple[str, Any]
+#: Op kinds of a chain's Linear layers.
+LINEAR_KINDS = ("linear", "sign_linear")
+# Ops that pass their input's values on unchanged (a sign's -1/0/+1 stay -1/0/+1).
+_VALUE_KEEPING = ("skip", "flatten")
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,18 +116,25 @@ def make_plan(template: nn.Module) -> Plan:
     )
     try:
         # the graph alone: symbolic_trace would also build and compile a GraphModule
-        graph = fx.Tracer().trace(template)
+        graph = _Tracer().trace(template)
     except Exception:  # noqa: BLE001 - untraceable forward (control flow): generic path only
         return Plan(None, None, bn_names=bn_names)
     chain = _chain_of(graph, template)
     first_chain, widths = -1, ()
     if chain is not None:
-        linears = [i for i, (kind, _) in enumerate(chain) if kind == "linear"]
+        linears = [i for i, (kind, _) in enumerate(chain) if kind in LINEAR_KINDS]
         first_chain = linears[0]
         mods = [template.get_submodule(chain[i][1]) for i in linears]
         widths = (mods[0].in_features, *(m.out_features for m in mods))
     first_node, first_module = _first_layer(graph, template)
     return Plan(graph, chain, first_chain, first_node, first_module, bn_names, widths)
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx``'s tracer with sign activations as leaves (one op each, as in the model)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, Sign) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _chain_of(graph: fx.Graph, template: nn.Module) -> tuple[Op, ...] | None:
@@ -136,7 +158,18 @@ def _chain_of(graph: fx.Graph, template: nn.Module) -> tuple[Op, ...] | None:
     kinds = [kind for kind, _ in ops]
     if "linear" not in kinds or "bn" in kinds[: kinds.index("linear")]:
         return None
-    return tuple(ops)
+    return _mark_sign_linears(ops, template)
+
+
+def _mark_sign_linears(ops: list[Op], template: nn.Module) -> tuple[Op, ...]:
+    """The chain with each bias-free Linear that reads a sign's output as ``"sign_linear"``."""
+    marked, after_sign = [], False
+    for kind, payload in ops:
+        if kind == "linear" and after_sign and template.get_submodule(payload).bias is None:
+            kind = "sign_linear"
+        marked.append((kind, payload))
+        after_sign = kind == "sign" or (after_sign and kind in _VALUE_KEEPING)
+    return tuple(marked)
 
 
 def _chain_op(node: fx.Node, template: nn.Module) -> Op | None:
@@ -158,10 +191,14 @@ def _chain_op(node: fx.Node, template: nn.Module) -> Op | None:
             return ("flatten", None)
         if kind in _ELEMENTWISE_MODULES:
             return ("fn", module)
+        if isinstance(module, Sign):
+            return ("sign", module)
         return None
     if node.op == "call_function":
         if node.target in _RELU_FUNCTIONS and not extra_args and set(node.kwargs) <= {"inplace"}:
             return ("relu", None)
+        if node.target is torch.sign and not extra_args and not node.kwargs:
+            return ("sign", torch.sign)
         if node.target in _ELEMENTWISE_FUNCTIONS and not extra_args and not node.kwargs:
             return ("fn", node.target)
         if node.target is torch.flatten and (extra_args, node.kwargs) in (
@@ -173,6 +210,8 @@ def _chain_op(node: fx.Node, template: nn.Module) -> Op | None:
     if node.op == "call_method":
         if node.target == "relu" and not extra_args and not node.kwargs:
             return ("relu", None)
+        if node.target == "sign" and not extra_args and not node.kwargs:
+            return ("sign", torch.sign)
         if node.target in _ELEMENTWISE_METHODS and not extra_args and not node.kwargs:
             return ("fn", _ELEMENTWISE_METHODS[node.target])
         if node.target == "flatten" and extra_args == (1,) and not node.kwargs:

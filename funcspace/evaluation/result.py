@@ -37,6 +37,9 @@ class Evaluation:
         Whether the first layer's products were shared across points (:func:`evaluate_affine`).
     settings : Settings, optional
         The settings it was measured with (split, metrics, ...).
+    int8_layers : tuple of str
+        The Linear layers whose products ran exactly in int8 with int32 accumulation at every
+        point and batch (``Settings.int8``); empty where every product ran in float.
     """
 
     values: dict[str, np.ndarray]
@@ -47,6 +50,7 @@ class Evaluation:
     n_inputs: int
     first_layer_reuse: bool = False
     settings: Settings | None = None
+    int8_layers: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(next(iter(self.values.values())))
@@ -84,6 +88,7 @@ class Evaluation:
             "n_inputs": self.n_inputs,
             "first_layer_reuse": self.first_layer_reuse,
             "settings": None if self.settings is None else self.settings.to_dict(),
+            "int8_layers": list(self.int8_layers),
         }
 
     @classmethod
@@ -104,6 +109,7 @@ class Evaluation:
             n_inputs=data["n_inputs"],
             first_layer_reuse=data["first_layer_reuse"],
             settings=settings,
+            int8_layers=tuple(data.get("int8_layers", ())),
         )
 
     def __repr__(self) -> str:

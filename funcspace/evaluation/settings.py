@@ -16,6 +16,8 @@ from funcspace.metrics import DEFAULT_METRICS, Metric, PerExample, as_metric, as
 STRATEGIES = ("auto", "loop", "vmap", "stacked")
 #: BatchNorm handling.
 BATCHNORM = ("fixed", "recalibrate")
+#: Whether Linear layers that read a sign activation run in int8 (``Settings.int8``).
+INT8_MODES = ("auto", "always", "never")
 #: Data splits of a :class:`~funcspace.data.Dataset`.
 SPLITS = ("train", "test")
 #: Default number of inputs per data batch.
@@ -48,12 +50,26 @@ class Settings:
     recalibration_data : Dataset or (inputs, targets), optional
         For ``batchnorm="recalibrate"``; default the training split of the data measured.
     strategy : {"auto", "loop", "vmap", "stacked"}
+    int8 : {"auto", "always", "never"}
+        Exact int8 products for binary layers. Under the ``"stacked"`` strategy, a bias-free
+        Linear whose input is a sign activation's output (``canonicalize.Sign``, which
+        ``binary.BinarySign`` subclasses, or ``torch.sign``) multiplies in int8 with int32
+        accumulation (:mod:`funcspace.evaluation.int8`) wherever, at run time, its inputs and
+        the weights of the chunk's points are all -1, 0 or +1 and the points are float32 or
+        float64: then the result is the float product bit for bit; anywhere else (latent real
+        weights, real-valued inputs, a first layer reading the data, convolutions, other
+        strategies) the layer runs in float as usual. ``"auto"``: where int8 is expected to be
+        faster (:func:`~funcspace.evaluation.int8.int8_preferred`: CUDA, or a CPU with
+        VNNI/AMX int8 dot products; on other CPUs ``torch._int_mm`` is many times slower than
+        float32); ``"always"``: wherever ``torch._int_mm`` runs; ``"never"``: float only.
+        ``Evaluation.int8_layers`` says
+        which layers ran in int8.
 
     Raises
     ------
     FuncspaceError
-        For an unknown metric, split, strategy or BatchNorm mode, or a size that is not a
-        positive integer.
+        For an unknown metric, split, strategy, BatchNorm mode or int8 mode, or a size that is
+        not a positive integer.
 
     Examples
     --------
@@ -72,12 +88,14 @@ class Settings:
     batchnorm: str = "fixed"
     recalibration_data: Dataset | Pair | None = None
     strategy: str = "auto"
+    int8: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", as_metrics(self.metrics))
         check_choice("split", self.split, SPLITS)
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("batchnorm", self.batchnorm, BATCHNORM)
+        check_choice("int8", self.int8, INT8_MODES)
         check_size("chunk", self.chunk)
         check_size("batch_size", self.batch_size)
         if self.recalibration_data is not None:
@@ -105,6 +123,7 @@ class Settings:
             "batchnorm": self.batchnorm,
             "recalibration_data": described,
             "strategy": self.strategy,
+            "int8": self.int8,
         }
 
     @classmethod
@@ -141,6 +160,7 @@ class Settings:
             batchnorm=data["batchnorm"],
             recalibration_data=recalibration_data,
             strategy=data["strategy"],
+            int8=data.get("int8", "auto"),  # stored before the setting existed: the default
         )
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from funcspace.params import Params
 
+from .int8 import EXACT_DTYPES, int8_linear, use_int8
 from .plan import Op
 from .points import Buffers
 from .strategy import Job
@@ -28,21 +29,29 @@ def prefix(ops: Sequence[Op], x: Tensor) -> Tensor:
             x = x.flatten(1)
         elif kind == "relu":
             x = torch.relu(x)
-        elif kind == "fn":
+        elif kind in ("fn", "sign"):
             x = payload(x)
     return x
 
 
-def _chain_tail(ops, h, params, buffers, modules, row, stats=None, step=1) -> Tensor:
+def _chain_tail(ops, h, params, buffers, modules, row, stats=None, step=1, int8=None) -> Tensor:
     """Run chain ops on per-point features ``h``.
 
     ``row``: one point, ``h`` is (N, d) and tensors are unstacked. Otherwise ``h`` is
     (k, d, N) and tensors carry the chunk axis. ``stats``: dict of BatchNorm name -> (mean,
     var) accumulators for this chunk; when given, BatchNorm normalizes with batch statistics
     and folds them into the accumulators as the cumulative average of batch ``step``.
+    ``int8``: dict of ``"sign_linear"`` layer name -> whether every product so far ran in
+    int8; when given, those layers try int8 and record a fall-back to float.
     """
     for kind, payload in ops:
-        if kind == "linear":
+        if kind == "sign_linear" and int8 is not None:
+            out = int8_linear(h, params[f"{payload}.weight"], row=row)
+            if out is not None:
+                h = out
+                continue
+            int8[payload] = False
+        if kind in ("linear", "sign_linear"):
             w, b = params[f"{payload}.weight"], params.get(f"{payload}.bias")
             if row:
                 h = torch.addmm(b, h, w.T) if b is not None else h @ w.T
@@ -52,7 +61,7 @@ def _chain_tail(ops, h, params, buffers, modules, row, stats=None, step=1) -> Te
             h = _chain_bn(h, payload, params, buffers, modules[payload], row, stats, step)
         elif kind == "relu":
             h = h.relu_()
-        elif kind == "fn":
+        elif kind in ("fn", "sign"):
             h = payload(h)
     return h
 
@@ -94,6 +103,14 @@ class StackedRunner:
         self.modules = {
             name: job.template.get_submodule(name) for kind, name in plan.chain if kind == "bn"
         }
+        # int8 for the Linears that read a sign: decided once per evaluation (device, dtype,
+        # setting); each chunk's operands are checked again when it runs
+        candidates = [name for kind, name in self.tail if kind == "sign_linear"]
+        x0 = job.batches[0][0]
+        wanted = bool(candidates) and x0.dtype in EXACT_DTYPES
+        self.int8 = dict.fromkeys(candidates, True) if wanted else None
+        if self.int8 is not None and not use_int8(job.settings.int8, x0.device):
+            self.int8 = None
         if reuse:
             affine = job.affine
             origin, directions, coefficients = affine.origin, affine.directions, affine.coefficients
@@ -163,8 +180,13 @@ class StackedRunner:
         row = self.chunk == 1
         bufs = buffers.point(start) if row else buffers.chunk(start, stop)
         h = self._first_output(shared, start, stop, params)
-        out = _chain_tail(self.tail, h, params, bufs, self.modules, row)
+        out = _chain_tail(self.tail, h, params, bufs, self.modules, row, int8=self.int8)
         return (out.unsqueeze(0), 2) if row else (out, 1)
+
+    @property
+    def int8_layers(self) -> tuple[str, ...]:
+        """The layers whose products ran in int8 at every point and batch so far."""
+        return tuple(name for name, ok in (self.int8 or {}).items() if ok)
 
     def recalibrate(self, shared, start, stop, buffers: Buffers, step: int) -> None:
         if not self.recal_tail:
@@ -180,4 +202,4 @@ class StackedRunner:
             if tracked is not None:
                 tracked[start:stop] += 1
         h = self._first_output(shared, start, stop, params)
-        _chain_tail(self.recal_tail, h, params, None, self.modules, row, stats, step)
+        _chain_tail(self.recal_tail, h, params, None, self.modules, row, stats, step, self.int8)

@@ -26,6 +26,10 @@ class Runner(Protocol):
 
     def __init__(self, job: Job, strategy: str, chunk: int, reuse: bool) -> None: ...
 
+    @property
+    def int8_layers(self) -> tuple[str, ...]:
+        """The layers whose products ran in int8 at every point and batch (``Settings.int8``)."""
+
     def shared(self, x: Tensor) -> Any:
         """What every chunk of points reuses on the batch ``x``."""
 

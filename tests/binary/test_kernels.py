@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import binary.kernels as kernels
+import funcspace.evaluation.int8 as core
 from binary import (
     BinaryError,
     binary_linear,
@@ -37,7 +37,7 @@ sizes = st.integers(1, 40)
 def test_int8_product_equals_float32_bit_for_bit(m, k, n, seed, zeros):
     a, b = _signs((m, k), seed, zeros), _signs((k, n), seed + 1, zeros)
     expected = a @ b
-    for int8 in (True, None, False):
+    for int8 in ("always", "auto", "never"):
         out = binary_matmul(a, b, int8=int8)
         assert out.dtype == torch.float32 and torch.equal(out, expected)
 
@@ -47,15 +47,15 @@ def test_int8_product_equals_float32_bit_for_bit(m, k, n, seed, zeros):
 def test_cuda_padding_changes_no_sum(m, k, n, seed):
     """The zero padding CUDA's kernel needs, run on the CPU."""
     a, b = _signs((m, k), seed), _signs((k, n), seed + 1)
-    out = kernels._int_mm(a, b, pad=True)
+    out = core.int_mm(a, b, pad=True)
     assert out.dtype == torch.int32 and torch.equal(out.float(), a @ b)
 
 
 @needs_int8
 def test_large_fan_in_is_exact():
     a, b = _signs((3, 4001), 0), _signs((4001, 5), 1)
-    assert torch.equal(binary_matmul(a, b, int8=True), a @ b)
-    assert torch.equal(binary_matmul(a.double(), b, int8=True), a.double() @ b.double())
+    assert torch.equal(binary_matmul(a, b, int8="always"), a @ b)
+    assert torch.equal(binary_matmul(a.double(), b, int8="always"), a.double() @ b.double())
 
 
 @needs_int8
@@ -64,7 +64,7 @@ def test_stacked_layer_equals_a_loop_over_points(K, N, fan_in, out, seed, shared
     weights = _signs((K, out, fan_in), seed)
     x = _signs((N, fan_in) if shared else (K, N, fan_in), seed + 1)
     expected = torch.stack([F.linear(x if shared else x[i], weights[i]) for i in range(K)])
-    for int8 in (True, False):
+    for int8 in ("always", "never"):
         result = binary_linear_stacked(x, weights, int8=int8)
         assert result.shape == (K, N, out) and result.is_contiguous()
         assert torch.equal(result, expected)
@@ -73,7 +73,7 @@ def test_stacked_layer_equals_a_loop_over_points(K, N, fan_in, out, seed, shared
 @needs_int8
 def test_linear_takes_leading_axes():
     x, w = _signs((2, 3, 7), 0), _signs((4, 7), 1)
-    assert torch.equal(binary_linear(x, w, int8=True), F.linear(x, w))
+    assert torch.equal(binary_linear(x, w, int8="always"), F.linear(x, w))
 
 
 def test_integer_operands_give_the_default_float_dtype():
@@ -86,21 +86,23 @@ def test_integer_operands_give_the_default_float_dtype():
 
 def test_auto_path_follows_the_cpu(monkeypatch):
     assert int8_preferred("meta") is False
-    monkeypatch.setattr(kernels, "_cpu_has_int8_dot", lambda: False)
+    monkeypatch.setattr(core, "_cpu_has_int8_dot", lambda: False)
     assert int8_preferred("cpu") is False
-    monkeypatch.setattr(kernels, "_cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(core, "_cpu_has_int8_dot", lambda: True)
     assert int8_preferred("cpu") is int8_supported("cpu")
 
 
 def test_missing_int_mm_falls_back_to_float(monkeypatch):
-    kernels._probe.cache_clear()
+    core._probe.cache_clear()
     monkeypatch.delattr(torch, "_int_mm")
     try:
         assert int8_supported("cpu") is False
         a, b = _signs((5, 6), 0), _signs((6, 3), 1)
-        assert torch.equal(binary_matmul(a, b, int8=True), a @ b)
+        assert torch.equal(binary_matmul(a, b, int8="always"), a @ b)
+        x, w = _signs((4, 5, 6), 2), _signs((4, 3, 6), 3)
+        assert torch.equal(binary_linear_stacked(x, w, int8="always"), x @ w.transpose(1, 2))
     finally:
-        kernels._probe.cache_clear()
+        core._probe.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -125,7 +127,10 @@ def test_bad_stacked_shapes_and_options_are_refused():
         binary_linear_stacked(torch.ones(3, 4, 2), torch.ones(2, 5, 2))
     with pytest.raises(BinaryError, match=r"weights \(K, out, in\)"):
         binary_linear_stacked(torch.ones(4, 2), torch.ones(5, 2))
-    with pytest.raises(BinaryError, match="int8 must be"):
-        binary_matmul(torch.ones(1, 1), torch.ones(1, 1), int8="yes")
+    for bad in ("yes", True, None):
+        with pytest.raises(BinaryError, match="unknown int8 .*; choose one of auto, always, never"):
+            binary_matmul(torch.ones(1, 1), torch.ones(1, 1), int8=bad)
+        with pytest.raises(BinaryError, match="unknown int8"):
+            binary_linear_stacked(torch.ones(2, 4, 2), torch.ones(2, 5, 2), int8=bad)
     # unchecked: the caller promises +-1, nothing is scanned
     assert binary_matmul(torch.ones(1, 2), torch.ones(2, 1), check=False).item() == 2.0

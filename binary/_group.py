@@ -26,17 +26,11 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-# canonicalize.match discovers its own spec; its matchers take the restricted one
-from canonicalize.align import _match_cosine, _match_weights
-from canonicalize.alignment import Element
+import canonicalize
 from canonicalize.spec import ScaleClass, SymmetrySpec
 from canonicalize.transform import State, rows_of, to_float64, unit_matrix
 
 from .errors import BinaryError
-
-# canonicalize.match's defaults for weight matching
-_MAX_ITER = 100
-_SEED = 0
 
 
 def _touched(spec: SymmetrySpec, cls: ScaleClass) -> tuple[set[str], set[str]]:
@@ -100,14 +94,16 @@ def same_group(a: SymmetrySpec, b: SymmetrySpec) -> bool:
     ] == [(s.size, s.magnitude, s.sign) for s in b.scales]
 
 
-def match_state(model: nn.Module, reference: nn.Module, spec: SymmetrySpec, method: str) -> State:
+def match_state(
+    model: nn.Module,
+    reference: nn.Module,
+    example_input: torch.Tensor,
+    spec: SymmetrySpec,
+    method: str,
+) -> State:
     """``model``'s float64 state moved by the element of ``spec``'s group that matches it to
-    ``reference`` (canonicalize's ``"cosine"`` or ``"weights"`` matching)."""
-    state, ref = to_float64(model), to_float64(reference)
-    element = Element(spec)
+    ``reference`` (:func:`canonicalize.match` with ``"cosine"`` or ``"weights"``, in the
+    restricted group)."""
     with torch.no_grad():
-        if method == "weights":
-            _match_weights(state, ref, spec, _MAX_ITER, _SEED, element)
-        else:
-            _match_cosine(state, ref, spec, element)
-    return state
+        result = canonicalize.match(model, reference, example_input, method, spec=spec)
+    return to_float64(result.model)

@@ -492,7 +492,7 @@ def align(
         )
     with _reraise("align"):
         x = check_input(model, example_input)
-        state = match_state(model, reference, spec, method)
+        state = match_state(model, reference, example_input, spec, method)
     ref = to_float64(reference)
     if exact and not _same_floats(state, ref):
         limit = _check_limit(limit)

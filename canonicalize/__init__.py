@@ -4,8 +4,11 @@ The ground floor of funcspace, usable on its own (torch, torch.fx, scipy, geoopt
 
 - :func:`symmetries` discovers which units share a permutation, a positive scale or a sign
   (MLPs, CNNs with BatchNorm, residual and grouped networks, and transformers: residual
-  streams through LayerNorm and RMSNorm, embeddings, attention heads);
-- :func:`canonical_form` returns the unique representative of the model's symmetry class;
+  streams through LayerNorm and RMSNorm, embeddings, attention heads with the invertible maps
+  of their query-key and value-output products);
+- :func:`canonical_form` returns the unique representative of the model's symmetry class
+  (``heads="full"`` by default; ``heads="permutations"`` for the narrower group of heads as
+  blocks that the published re-basin methods use);
 - :func:`normalize` removes positive scales only (the toroids paper's normalization);
 - :func:`match` permutes (and sign-flips) one network's units to match another's and returns
   the group element with the evidence (:class:`Alignment`); :func:`align` returns the model;
@@ -28,6 +31,7 @@ from .canonical import canonical_form, normalize
 from .discover import SUPPORTED_LAYERS, symmetries
 from .errors import SymmetryError
 from .group import random_transform
+from .heads import HeadMap
 from .layers import Sign
 from .spec import SymmetrySpec
 from .torus import SphereBlock, TorusPoint, geodesic_distance, to_torus
@@ -36,6 +40,7 @@ __all__ = [
     "__version__",
     "SUPPORTED_LAYERS",
     "Alignment",
+    "HeadMap",
     "Sign",
     "SymmetryError",
     "SphereBlock",

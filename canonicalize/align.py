@@ -13,7 +13,18 @@ from .alignment import Alignment, Element
 from .canonical import canonicalize_state
 from .discover import discover, graph_signature, symmetries, trace
 from .errors import SymmetryError
-from .spec import PermGroup, SymmetrySpec
+from .headalign import head_similarity, map_heads
+from .heads import (
+    HeadsView,
+    attention_of,
+    canonical_heads,
+    canonical_query_key,
+    canonical_value_output,
+    check_heads,
+    with_heads,
+)
+from .headspec import consumers, subsumed
+from .spec import Attention, PermGroup, SymmetrySpec
 from .transform import (
     State,
     available,
@@ -26,7 +37,7 @@ from .transform import (
     to_float64,
     unit_matrix,
 )
-from .validate import check_input, check_model, check_same_architecture
+from .validate import check_input, check_model, check_same_architecture, check_spec
 from .verify import check_outputs
 
 Method = Literal["cosine", "weights", "activations"]
@@ -43,6 +54,8 @@ def match(
     max_iter: int = 100,
     seed: int = 0,
     batch_size: int = 1024,
+    heads: HeadsView = "full",
+    spec: SymmetrySpec | None = None,
 ) -> Alignment:
     """Permute (and, where the symmetry allows, sign-flip) ``model``'s units to match ``reference``.
 
@@ -89,16 +102,33 @@ def match(
         Seed of the group order in ``"weights"``.
     batch_size : int
         Inputs per forward pass for ``"activations"``.
+    heads : {"full", "permutations"}
+        The group of attention heads (as in :func:`canonical_form`). ``"full"``: heads are
+        paired (one Hungarian assignment per attention, before the layers that read them) on
+        the cosine of their query-key products plus that of their value-output products,
+        which no invertible map of a head changes, with every method (activations inside a
+        head depend on its basis); once everything is matched, each head of ``model`` is
+        expressed in the basis of the reference's head at its place (invertible maps, and
+        its key and value biases translated to the reference's; see
+        ``canonicalize.headalign``), so a transformed copy is recovered exactly.
+        ``"permutations"``: whole heads as blocks and the features inside them permuted
+        (and value features signed), as the published re-basin methods do.
+    spec : SymmetrySpec, optional
+        The symmetry group of both models, if already discovered (:func:`symmetries`):
+        checked against both models' tensors, and trusted to be their group (it saves
+        tracing them; ``"activations"`` still runs the traced graphs). ``heads`` narrows it
+        (``"permutations"``), never widens it.
 
     Returns
     -------
     Alignment
-        ``model``: a copy of ``model`` with units permuted (and signs flipped); it computes the
-        same function as ``model`` (checked on ``example_input``). Scales are left as they were:
-        normalize both networks first to compare them on the torus. ``permutations`` and
-        ``signs``: the group element, per group and sign class. ``distance_before`` /
-        ``distance_after``: the distance to the reference in normalized coordinates;
-        ``iterations`` and ``converged`` for weight matching.
+        ``model``: a copy of ``model`` with units permuted (and signs flipped, and heads mapped
+        with ``heads="full"``); it computes the same function as ``model`` (checked on
+        ``example_input``). Scales are left as they were: normalize both networks first to
+        compare them on the torus. ``permutations``, ``signs`` and ``maps``: the group
+        element, per group, sign class and head. ``distance_before`` / ``distance_after``: the
+        distance to the reference in normalized coordinates (heads in canonical factors with
+        ``heads="full"``); ``iterations`` and ``converged`` for weight matching.
 
     Raises
     ------
@@ -125,29 +155,41 @@ def match(
         raise SymmetryError(f"method must be one of {_METHODS}, got {method!r}")
     if not isinstance(max_iter, int) or max_iter < 1:
         raise SymmetryError(f"max_iter must be a positive integer, got {max_iter!r}")
+    check_heads(heads)
     check_model(model, "model")
     check_model(reference, "reference")
     check_same_architecture(model, reference)
-    spec, graph = discover(model, example_input)
-    x = check_input(model, example_input)
-    # one traced graph means one group; otherwise compare the groups themselves
-    ref_graph = trace(reference, x)
-    if graph_signature(graph) != graph_signature(ref_graph):
-        _check_same_symmetries(spec, symmetries(reference, example_input))
+    if spec is None:
+        spec, graph = discover(model, example_input)
+        x = check_input(model, example_input)
+        # one traced graph means one group; otherwise compare the groups themselves
+        ref_graph = trace(reference, x)
+        if graph_signature(graph) != graph_signature(ref_graph):
+            _check_same_symmetries(spec, symmetries(reference, example_input))
+    else:
+        check_spec(spec, model)
+        check_spec(spec, reference, "reference")
+        x = check_input(model, example_input)
+        graph = ref_graph = None
+    spec = with_heads(spec, heads)
     state, ref = to_float64(model), to_float64(reference)
-    unit_ref = normalized(ref, spec)
-    before = _squared_distance(normalized(state, spec), unit_ref) ** 0.5
+    unit_ref, unit_state = normalized(ref, spec), normalized(state, spec)
+    before = _squared_distance(unit_state, unit_ref) ** 0.5
+    units = (unit_state, unit_ref)  # the matchers move unit_state along with state
     element = Element(spec)
     if method == "weights":
-        _match_weights(state, ref, spec, max_iter, seed, element)
+        _match_weights(state, ref, spec, max_iter, seed, element, units)
     elif method == "cosine":
-        _match_cosine(state, ref, spec, element)
+        _match_cosine(state, ref, spec, element, units=units)
     else:
         inputs = example_input if data is None else data
         if isinstance(inputs, (tuple, list)):
             inputs = inputs[0]
         inputs = check_input(model, inputs)
-        _match_activations(graph, ref_graph, inputs, state, ref, spec, batch_size, element)
+        if graph is None or ref_graph is None:
+            graph, ref_graph = trace(model, x), trace(reference, x)
+        _match_activations(graph, ref_graph, inputs, state, ref, spec, batch_size, element, units)
+    maps = map_heads(state, ref, spec)
     new = rebuild(model, state)
     check_outputs(model, new, x, what=f"align(method={method!r})")
     return Alignment(
@@ -160,6 +202,7 @@ def match(
         iterations=element.iterations,
         converged=element.converged,
         spec=spec,
+        maps=maps,
     )
 
 
@@ -173,6 +216,8 @@ def align(
     max_iter: int = 100,
     seed: int = 0,
     batch_size: int = 1024,
+    heads: HeadsView = "full",
+    spec: SymmetrySpec | None = None,
 ) -> nn.Module:
     """The aligned model of :func:`match` (same arguments): ``match(...).model``.
 
@@ -194,6 +239,8 @@ def align(
         max_iter=max_iter,
         seed=seed,
         batch_size=batch_size,
+        heads=heads,
+        spec=spec,
     ).model
 
 
@@ -280,16 +327,25 @@ def normalized(state: State, spec: SymmetrySpec) -> State:
     """A copy of a float64 state with every free scale removed and biases before BatchNorm folded.
 
     The coordinates weight matching compares: invariant to the continuous part of the group
-    (positive scales, BatchNorm scales and translations), so only permutations and signs are
-    left to match.
+    (positive scales, BatchNorm scales and translations, and the invertible maps and bias
+    translations of attention heads that the spec divides out: their heads are in canonical
+    factors, computed in the coordinates at hand), so only permutations and signs are left to
+    match.
     """
     unit = {k: v.clone() for k, v in state.items()}
     canonicalize_state(unit, spec, order=False, signs=False)
+    canonical_heads(unit, spec)
     return unit
 
 
 def _match_weights(
-    state: State, ref: State, spec: SymmetrySpec, max_iter: int, seed: int, element: Element
+    state: State,
+    ref: State,
+    spec: SymmetrySpec,
+    max_iter: int,
+    seed: int,
+    element: Element,
+    units: tuple[State, State] | None = None,
 ) -> None:
     # Matching on raw weights is not invariant to the continuous part of the group: a running
     # variance grows as c^2 under a scale c and dominates the cost. Both networks are compared
@@ -299,9 +355,11 @@ def _match_weights(
     # a transformed copy exactly, and keeping the input when descent ends farther away (in
     # normalized coordinates) makes alignment never increase that distance.
     start = {k: v.clone() for k, v in state.items()}
-    unit_ref = normalized(ref, spec)
-    start_distance = _squared_distance(normalized(state, spec), unit_ref)
-    _match_cosine(state, ref, spec, element)
+    unit_start, unit_ref = units if units is not None else (None, normalized(ref, spec))
+    if unit_start is None:
+        unit_start = normalized(state, spec)
+    start_distance = _squared_distance(unit_start, unit_ref)
+    _match_cosine(state, ref, spec, element, units=(unit_start, unit_ref))
     unit_state = normalized(state, spec)
     _coordinate_descent(state, unit_state, unit_ref, spec, max_iter, seed, element)
     if _squared_distance(unit_state, unit_ref) > start_distance:
@@ -321,11 +379,14 @@ def _coordinate_descent(
     """Weight matching on normalized states; every step is applied to ``state`` as well."""
     rng = np.random.default_rng(seed)
     flips = {g.index: _sign_classes(spec, g.index) for g in spec.groups}
+    continuous, _ = subsumed(spec)  # features of heads: their maps, not permutations, act
     for iteration in range(max_iter):
         element.iterations = iteration + 1
         changed = False
         for g in rng.permutation(len(spec.groups)):
             group = spec.groups[int(g)]
+            if group.index in continuous:
+                continue
             n = group.size
             plain = torch.zeros(n, n, dtype=torch.float64)
             signed: dict[int, Tensor] = {}
@@ -360,6 +421,7 @@ def _match_cosine(
     spec: SymmetrySpec,
     element: Element,
     activation_cost: Callable[[int, int], tuple[Tensor, dict[int, Tensor]]] | None = None,
+    units: tuple[State, State] | None = None,
 ) -> None:
     """Layer by layer from the input, match on the cosine of normalized incoming vectors.
 
@@ -370,10 +432,9 @@ def _match_cosine(
     Whole blocks of a grouped convolution are paired before the units inside them (see
     :func:`_pair_blocks`).
     """
-    unit_state = {k: v.clone() for k, v in state.items()}
-    unit_ref = {k: v.clone() for k, v in ref.items()}
-    canonicalize_state(unit_state, spec, order=False, signs=False)
-    canonicalize_state(unit_ref, spec, order=False, signs=False)
+    if units is None:
+        units = (normalized(state, spec), normalized(ref, spec))
+    unit_state, unit_ref = units  # unit_state moves with state
     processed: set[int] = set()
     pending: list[tuple[int, tuple[int, ...]]] = []  # sign classes waiting for their group
 
@@ -393,6 +454,11 @@ def _match_cosine(
         _apply([state, unit_state], spec, -1, torch.arange(size), {k: signs}, element)
 
     for step, g, sites in schedule(spec):
+        if step in ("query_key", "value_output"):
+            # the head's canonical factors again, now in coordinates matched to the reference's
+            canonical = canonical_query_key if step == "query_key" else canonical_value_output
+            canonical(unit_state, spec, spec.attentions[g], sites[0])
+            continue
         if step == "scale":
             cls = spec.scale_class(g)
             scaled[g] = sites
@@ -411,6 +477,13 @@ def _match_cosine(
                 and blocks.index not in paired
                 and (blocks.index == g or in_blocks(g, blocks))
             ):
+                attention = attention_of(spec, blocks.index)
+                if attention is not None:
+                    _pair_heads(
+                        state, unit_state, unit_ref, spec, attention, processed, element, source
+                    )
+                    paired.add(blocks.index)
+                    continue
                 _pair_blocks(
                     state,
                     unit_state,
@@ -552,6 +625,41 @@ def _pair_blocks(
     source.update(moved)
 
 
+def _pair_heads(
+    state: State,
+    unit_state: State,
+    unit_ref: State,
+    spec: SymmetrySpec,
+    attention: Attention,
+    processed: set[int],
+    element: Element,
+    source: dict[int, int],
+) -> None:
+    """Pair the heads of an attention on the similarity of their products (see
+    :func:`~canonicalize.headalign.head_similarity`)."""
+    readers = {
+        spec.sites[i].group
+        for head in attention.heads
+        if head.value_scale is not None
+        for column in spec.scale_class(head.value_scale).columns
+        for i in consumers(spec.sites, column.tensor)
+    }
+    matched = all(g is None or g in processed for g in readers)
+    score = head_similarity(unit_ref, unit_state, spec, attention, matched)
+    _, cols = linear_sum_assignment(score.numpy(), maximize=True)
+    perm = torch.as_tensor(cols, dtype=torch.long)
+    g = attention.blocks
+    assert g is not None
+    _apply([state, unit_state], spec, g, perm, {}, element)
+    blocks = spec.groups[g].blocks
+    moved = {
+        blocks[i][side]: source[blocks[int(perm[i])][side]]
+        for i in range(len(blocks))
+        for side in range(len(blocks[0]))
+    }
+    source.update(moved)
+
+
 def _cross_cosine(
     unit_ref: State, unit_state: State, spec: SymmetrySpec, members: list[int], processed
 ) -> Tensor | None:
@@ -630,6 +738,7 @@ def _match_activations(
     spec: SymmetrySpec,
     batch_size: int,
     element: Element,
+    units: tuple[State, State] | None = None,
 ) -> None:
     names = {name for g in spec.groups for name, _, _ in g.nodes}
     axis_of = {
@@ -689,4 +798,4 @@ def _match_activations(
                 plain += corr
         return plain, signed
 
-    _match_cosine(state, ref, spec, element, activation_cost=cost)
+    _match_cosine(state, ref, spec, element, activation_cost=cost, units=units)

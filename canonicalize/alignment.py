@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SymmetryError
+from .heads import HeadMap, apply_map
 from .spec import SymmetrySpec
 from .transform import permute_group, rebuild, scale_units, to_float64
 
@@ -41,6 +42,11 @@ class Alignment:
         Whether the last pass changed nothing (always true for the single-pass methods).
     spec : SymmetrySpec
         The symmetry group the element belongs to.
+    maps : tuple of HeadMap
+        For every attention head whose continuous groups the spec divides out
+        (``heads="full"``): the invertible maps (and bias translations) that express the
+        model's head in the basis of the reference's head at its place, applied after the
+        permutations and signs.
     """
 
     model: nn.Module
@@ -52,16 +58,19 @@ class Alignment:
     iterations: int
     converged: bool
     spec: SymmetrySpec = field(repr=False)
+    maps: tuple[HeadMap, ...] = ()
 
     def apply(self, model: nn.Module) -> nn.Module:
         """This group element applied to another model of the same architecture.
 
         Moves ``model``'s units as the alignment moved its own model (groups of whole blocks
-        first, then every other group, then the sign flips), so one alignment carries over to
-        every checkpoint of a training run. For the aligned model's own input it reproduces
-        ``self.model``. It keeps ``model``'s function only if ``model`` has the same symmetry
-        group (same graph); the caller vouches for that. Tensors the traced forward pass does
-        not use (a spare head) are left as they are.
+        first, then every other group, then the sign flips, then the maps of attention heads),
+        so one alignment carries over to every checkpoint of a training run. For the aligned
+        model's own input it reproduces ``self.model``. It keeps ``model``'s function only if
+        ``model`` has the same symmetry group (same graph); the caller vouches for that (and,
+        for a head whose product had rank below its width, the head's maps are not invertible
+        and keep only the aligned model's function). Tensors the traced forward pass does not
+        use (a spare head) are left as they are.
 
         Raises
         ------
@@ -81,6 +90,8 @@ class Alignment:
             permute_group(state, self.spec, group.index, self.permutations[group.index])
         for k, signs in self.signs.items():
             scale_units(state, self.spec, k, signs)
+        for head_map in self.maps:
+            apply_map(state, self.spec, head_map)
         return rebuild(model, state)
 
     @property
@@ -103,6 +114,7 @@ class Alignment:
             "distance_after": self.distance_after,
             "iterations": self.iterations,
             "converged": self.converged,
+            "maps": [m.to_dict() for m in self.maps],
         }
 
     def __repr__(self) -> str:

@@ -13,13 +13,26 @@ part of the group the walk records:
 - the value features keep their scales and signs (the scores mix tokens, not features, so a
   factor on a value row passes to the output projection's column), as between any two linear
   layers;
-- the query and key features keep no scale or sign: the continuous group of a head
-  (``W_Q -> A W_Q``, ``W_K -> A^-T W_K`` for any invertible ``A``, and ``W_V -> B W_V``,
-  ``W_O,h -> W_O,h B^-1``) is not divided out beyond these permutations and the value scales;
-  a spec notes it for every attention.
+- for every attention, what its heads' continuous groups need (resolved into
+  :class:`~canonicalize.spec.Attention` by :mod:`canonicalize.headspec`, divided out by
+  :mod:`canonicalize.heads`): the scale atoms of the query, key and value features of each
+  head (which layer's rows they are), whether only linear reshuffles lie between the
+  projections and the attention (:mod:`canonicalize.linearity`), whether the scores are
+  soft-maxed over the keys after shifts and scales only (the key bias drops out) and whether
+  each row of the attention sums to one when it meets the values (the value bias folds into
+  the output projection's bias).
 
-Masks, dropout and scaling of the scores do not change this; a fixed tensor that varies from
-head to head (a per-head bias such as ALiBi) keeps heads in place (noted).
+With ``heads="full"`` (the default everywhere) each head's invertible maps ``W_Q -> A W_Q``,
+``W_K -> A^-T W_K`` and ``W_V -> B W_V``, ``W_O,h -> W_O,h B^-1`` are divided out where they
+hold, with the key bias and the value bias's fold; ``heads="permutations"`` keeps only the
+permutations (and the value features' scales and signs) above. Not divided out, and said in
+``spec.notes`` with the reason: the maps of an attention whose projections are not plain
+linear layers (a norm or a rotation on the queries and keys, a gate on the values, an output
+projection whose outputs have a free scale), the key bias of scores used before or without a
+softmax over the keys, the value bias where the output projection has no bias. Masks (additive,
+boolean, or filled with ``-inf`` or anything at or below ``-1e4``), dropout and scaling of the
+scores do not change the group (dropout in eval mode); a fixed tensor that varies from head to
+head (a per-head bias such as ALiBi) keeps heads in place (noted).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from torch import fx, nn
 
 from . import ops
 from .errors import SymmetryError
+from .linearity import from_linear, to_linears, users
 from .nodes import describe, layer
 from .values import Chan, Heads, Pieces, Value, featureless, grid, inert, lift, permute_axes
 
@@ -38,18 +52,44 @@ if TYPE_CHECKING:
     from .discover import Walk
 
 _MATMULS = {torch.matmul, torch.bmm}
-_CONTINUOUS = (
-    "not divided out: each head's invertible maps of its query-key product (W_Q -> A W_Q, "
-    "W_K -> A^-T W_K) and of its value-output product (W_V -> B W_V, W_O,h -> W_O,h B^-1) beyond "
-    "permutations (query-key features together, value features with the output projection's "
-    "columns) and the value features' scales and signs; the key bias's constant per query"
-)
+_SHIFTS = {"add", "add_", "sub", "sub_", "iadd", "isub", "__add__", "__sub__", "__iadd__"}
+_SCALINGS = {"mul", "mul_", "truediv", "div", "div_", "imul", "itruediv", "__mul__"}
+_FILLS = {"masked_fill", "masked_fill_", "where"}
+_PASSIVE = {"dropout", "contiguous", "clone", "to", "float", "double", "half", "type_as"}
+# a fill at or below this gives a weight exp(fill - max) that underflows to exactly zero in
+# float32 and float64 whenever the scores stay below 9e3 in magnitude
+_MASKING_FILL = -1e4
 
 
 def _is_matmul(node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in _MATMULS or getattr(node.target, "__name__", "") == "matmul"
     return node.op == "call_method" and str(node.target) in ("matmul", "bmm", "__matmul__")
+
+
+def _atoms(chans: list[Chan]) -> tuple[int | None, ...]:
+    """The scale atom of each feature when it is one row of one layer (its only factor)."""
+    found: list[int | None] = []
+    for chan in chans:
+        terms = list(chan.terms)
+        found.append(terms[0][0] if len(terms) == 1 and terms[0][1] == "full" else None)
+    return tuple(found)
+
+
+def _module_path(node: fx.Node) -> str:
+    """The module an attention sits in (its node's name when the graph does not say)."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path = next(reversed(stack.items()))[1][0]
+        if path:
+            return str(path)
+    return node.name
+
+
+def _constant(node: fx.Node, position: int, name: str):
+    if len(node.args) > position:
+        return node.args[position]
+    return node.kwargs.get(name)
 
 
 class AttentionOps:
@@ -86,7 +126,7 @@ class AttentionOps:
             return featureless(shape)
         if not inert(a) and not inert(b):
             if a_contract in a.axes and b_contract in b.axes:
-                return self.scores(node, a, b, shape)
+                return self.scores(node, a, b, shape, (a_node, b_node))
             raise SymmetryError(
                 f"{describe(node)} multiplies two tensors that both carry features in a way "
                 "that is not an attention's query-key product; not supported"
@@ -102,8 +142,11 @@ class AttentionOps:
         lifted = lift(moving, len(shape))
         return lifted._replace(shape=tuple(shape), shift=(), param=None)
 
-    def scores(self: Walk, node: fx.Node, q: Value, kt: Value, shape) -> Value:
-        """``q @ k^T``: the query and key features of each head meet in one sum."""
+    def scores(self: Walk, node: fx.Node, q: Value, kt: Value, shape, operands: tuple) -> Value:
+        """``q @ k^T``: the query and key features of each head meet in one sum.
+
+        ``operands`` are the graph nodes of the query and of the (transposed) key.
+        """
         ndim = len(shape)
         q, kt = lift(q, ndim), lift(kt, ndim)
         q_within, k_within = ndim - 1, ndim - 2
@@ -124,6 +167,8 @@ class AttentionOps:
             raise SymmetryError(f"{describe(node)}: query and key heads differ in size")
         q_grid = grid(q).reshape(heads, width)
         k_grid = grid(kt).reshape(heads, width)  # ascending axes: the head axis comes first
+        query = tuple(_atoms([q.chans[i] for i in q_grid[h]]) for h in range(heads))
+        key = tuple(_atoms([kt.chans[i] for i in k_grid[h]]) for h in range(heads))
         qk = []
         for h in range(heads):
             atoms: list[int | None] = []
@@ -139,11 +184,28 @@ class AttentionOps:
                 chans = self.mark(tuple(Chan(a, frozenset()) for a in atoms), f"{node.name}/qk{h}")
                 atoms = [c.perm for c in chans]
             qk.append(tuple(atoms))
-        self.note(node, _CONTINUOUS)
-        return Value((), 1, tuple(shape), axes=(), heads=Heads(pos, tuple(qk), node.name))
+        found = Heads(
+            pos,
+            tuple(qk),
+            node.name,
+            keys=ndim - 1,
+            query=query,
+            key=key,
+            operands=operands,
+        )
+        return Value((), 1, tuple(shape), axes=(), heads=found)
 
-    def attend(self: Walk, node: fx.Node, s: Value, v: Value, shape) -> Value:
-        """``scores @ v``: each head's scores mix the tokens of its own value features."""
+    def attend(
+        self: Walk, node: fx.Node, s: Value, v: Value, shape, value_node: fx.Node | None = None
+    ) -> Value:
+        """``scores @ v``: each head's scores mix the tokens of its own value features.
+
+        Records the attention for :mod:`canonicalize.resolve`: its heads' units, the scale
+        atoms of their query, key and value features, whether the scores were soft-maxed over
+        the keys (a constant per query drops out; rows sum to one) and whether only linear
+        reshuffles lie between the projections and the attention (``value_node``: the value's
+        graph node, ``node.args[1]`` by default).
+        """
         ndim = len(shape)
         s, v = lift(s, ndim), lift(v, ndim)
         heads = s.heads
@@ -166,15 +228,43 @@ class AttentionOps:
             raise SymmetryError(f"{describe(node)}: one head of scores over several of values")
         layout = grid(v).reshape(count, -1)
         chans = list(v.chans)
-        if count > 1:
-            values = []
-            for h in range(count):
-                part = tuple(chans[i] for i in layout[h])
+        value_atoms = tuple(_atoms([chans[i] for i in layout[h]]) for h in range(count))
+        values = []
+        for h in range(count):
+            part = tuple(chans[i] for i in layout[h])
+            if count > 1:
                 part = self.mark(part, f"{heads.node}/v{h}")
-                for i, c in zip(layout[h], part, strict=True):
-                    chans[i] = c
-                values.append([c.perm for c in part])
+            for i, c in zip(layout[h], part, strict=True):
+                chans[i] = c
+            values.append([c.perm for c in part])
+        if count > 1:
             self.record_heads(node, heads, values)
+        rows = heads.stochastic and heads.keys == ndim - 1
+        linear_qk = len(heads.operands) == 2 and all(
+            isinstance(n, fx.Node) and from_linear(self.gm, n) for n in heads.operands
+        )
+        v_node = value_node if value_node is not None else node.args[1]
+        linear_vo = (
+            isinstance(v_node, fx.Node)
+            and from_linear(self.gm, v_node)
+            and to_linears(self.gm, node)
+        )
+        self.attentions.append(
+            dict(
+                name=_module_path(node),
+                node=node,
+                scores=heads.node,
+                qk=heads.qk,
+                values=values,
+                query=heads.query,
+                key=heads.key,
+                value=value_atoms,
+                normalized=heads.normalized,
+                stochastic=rows,
+                linear_qk=linear_qk,
+                linear_vo=linear_vo,
+            )
+        )
         return v._replace(chans=tuple(chans), shape=tuple(shape), shift=(), param=None)
 
     def record_heads(self: Walk, node: fx.Node, heads: Heads, values: list[list]) -> None:
@@ -210,10 +300,13 @@ class AttentionOps:
         if inert(q) or inert(k):
             s = Value((), 1, score_shape, axes=(), heads=Heads(None, ((),), node.name, True))
         else:
-            s = self.scores(node, q, kt, score_shape)
+            s = self.scores(node, q, kt, score_shape, (q_node, k_node))
+        # scaled_dot_product_attention soft-maxes over the keys (after its mask) itself
+        heads = s.heads._replace(normalized=True, stochastic=True)  # type: ignore[union-attr]
+        s = s._replace(heads=heads)
         if isinstance(mask_node, fx.Node):
             s = self.masked_scores(node, s, self.values.get(mask_node))
-        return self.attend(node, s, v, shape)
+        return self.attend(node, s, v, shape, v_node)
 
     def masked_scores(self: Walk, node: fx.Node, s: Value, mask) -> Value:
         """Scores combined with a fixed tensor (a mask, a bias): per-head ones hold heads."""
@@ -245,6 +338,61 @@ class AttentionOps:
         name = str(getattr(node.target, "__name__", node.target))
         if first is not scored[0] and name not in ("add", "mul", "where", "masked_fill"):
             raise SymmetryError(f"{describe(node)} uses attention scores as a second argument")
+        result = self.score_operation(node, shape, s, scored[0], inputs, name)
+        return self.follow_keys(node, scored[0], s.heads, result, self.score_effect(node, name))
+
+    def score_effect(self: Walk, node: fx.Node, name: str) -> str:
+        """What an operation on scores does to a constant per query (see :meth:`follow_keys`)."""
+        if name in ("softmax", "_softmax"):
+            return "softmax"
+        if name in _PASSIVE:
+            return "passive"
+        others = [n for n in self.tensor_inputs(node) if n is not node.args[0]]
+        if name in _SCALINGS and not others:
+            return "scale"
+        if name in _SHIFTS and others:
+            return "shift"
+        if name in _FILLS:
+            fill = _constant(node, 2, "value" if name != "where" else "other")
+            if isinstance(fill, (int, float)) and fill <= _MASKING_FILL:
+                return "shift"
+        return "other"
+
+    def follow_keys(
+        self: Walk, node: fx.Node, source: fx.Node, before: Heads, result: Value, effect: str
+    ) -> Value:
+        """Carry the key axis, the softmax and the row sums through one operation on scores.
+
+        ``effect``: ``"softmax"`` (over some axis), ``"passive"`` (dropout, a copy, a cast),
+        ``"scale"`` (by a number), ``"shift"`` (adding a fixed tensor, a mask filled with a
+        large negative number), ``"other"``. A constant per query survives a scale and a shift;
+        a softmax over the key axis removes it and makes rows sum to one; after that only
+        passive operations keep the row sums. Raw scores read by more than one operation may
+        reach something that sees the constant: their attention keeps its key bias.
+        """
+        if not before.normalized and len(users(source)) > 1:
+            self.spoiled.add(before.node)
+        heads = result.heads
+        if heads is None:
+            if not before.normalized:
+                self.spoiled.add(before.node)
+            return result
+        if effect == "softmax":
+            dim = _constant(node, 1, "dim")
+            if isinstance(dim, int) and before.keys is not None:
+                if dim % len(result.shape) == heads.keys:
+                    return result._replace(heads=heads._replace(normalized=True, stochastic=True))
+            effect = "other"
+        if effect == "passive" or (effect in ("scale", "shift") and not before.normalized):
+            return result
+        if effect in ("scale", "shift"):
+            return result._replace(heads=heads._replace(stochastic=False))
+        return result._replace(heads=heads._replace(keys=None, stochastic=False))
+
+    def score_operation(
+        self: Walk, node: fx.Node, shape, s: Value, source: fx.Node, inputs: list, name: str
+    ) -> Value:
+        """The value of an operation on scores (:meth:`scores_op` without the key tracking)."""
         if name == "getitem" or node.target is getattr:
             if name == "getitem":
                 index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
@@ -286,7 +434,7 @@ class AttentionOps:
                 "and multiplied with values)"
             )
         for other in inputs:
-            if other is scored[0]:
+            if other is source:
                 continue
             s = self.masked_scores(node, s, self.values[other])
         lifted = lift(s, len(shape))
@@ -296,17 +444,26 @@ class AttentionOps:
         """A layer applied to attention scores: dropout, an activation, a softmax over keys."""
         s = self.values[node.args[0]]
         assert isinstance(s, Value) and s.heads is not None
+        before = s.heads
+        effect = "other"
         if isinstance(module, ops.SOFTMAX_MODULES):
             dim = module.dim
             if dim is not None and s.heads.pos is not None and dim % len(s.shape) == s.heads.pos:
                 s = s._replace(heads=s.heads._replace(fixed=True))
+            if isinstance(module, nn.Softmax) and isinstance(dim, int) and before.keys is not None:
+                if dim % len(s.shape) == before.keys:
+                    s = s._replace(heads=s.heads._replace(normalized=True, stochastic=True))  # type: ignore[union-attr]
+                    effect = "passive"
         elif ops.module_kind(module) is None or len(node.args) > 1:
             raise SymmetryError(
                 f"{layer(str(node.target), module)} is applied to the scores of an attention; "
                 "scores may be masked, scaled, soft-maxed over keys, dropped out and multiplied "
                 "with values"
             )
-        return s._replace(shape=tuple(shape))
+        elif isinstance(module, (nn.Dropout, nn.Identity)):
+            effect = "passive"
+        result = s._replace(shape=tuple(shape))
+        return self.follow_keys(node, node.args[0], before, result, effect)
 
     # --- nn.MultiheadAttention ----------------------------------------------------------------
     def multihead(self: Walk, node: fx.Node, name: str, module: nn.MultiheadAttention) -> Pieces:
@@ -384,7 +541,25 @@ class AttentionOps:
         )
         if count > 1:
             self.record_heads(node, heads, values)
-        self.notes.append(f"{layer(name, module)}: {_CONTINUOUS}")
+        part = [slice(h * head, (h + 1) * head) for h in range(count)]
+        self.attentions.append(
+            dict(
+                name=name,
+                node=node,
+                scores=name,
+                qk=heads.qk,
+                values=values,
+                query=tuple(tuple(q_scale[p]) for p in part),
+                key=tuple(tuple(k_scale[p]) for p in part),
+                value=tuple(tuple(v_scale[p]) for p in part),
+                # softmax over the keys inside, its mask additive or boolean; only linear maps
+                # between the packed projection, the heads and the output projection
+                normalized=True,
+                stochastic=True,
+                linear_qk=True,
+                linear_vo=True,
+            )
+        )
         out_name = f"{name}.out_proj" if name else "out_proj"
         out_weight = f"{out_name}.weight"
         self.read_columns(v_chans, out_weight)

@@ -8,8 +8,15 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .discover import symmetries
 from .errors import SymmetryError
+from .heads import (
+    HeadsView,
+    attention_of,
+    canonical_query_key,
+    canonical_value_output,
+    head_rows,
+    spec_for,
+)
 from .spec import SymmetrySpec
 from .transform import (
     State,
@@ -50,18 +57,31 @@ def canonicalize_state(
     Layer by layer from the input (see :func:`~canonicalize.transform.schedule`): each scale
     class gets unit norm (when its magnitude is free) and the sign that makes the projection of
     its incoming vector on a fixed random direction positive (when its sign is free); then its
-    group is sorted by that projection. ``order=False`` and ``signs=False`` skip sorting and the
-    sign choice (plain normalization).
+    group is sorted by that projection. Heads whose continuous groups the spec divides out get
+    canonical factors (:mod:`canonicalize.heads`) and are sorted as whole heads by their
+    content. ``order=False`` and ``signs=False`` skip sorting and the sign choice (plain
+    normalization); with ``order=False`` heads also keep their continuous coordinates.
     """
     fold_biases(state, spec)
     for step, index, sites in schedule(spec):
+        if step in ("query_key", "value_output"):
+            if order:
+                canonical = canonical_query_key if step == "query_key" else canonical_value_output
+                canonical(state, spec, spec.attentions[index], sites[0])
+            continue
+        if step == "order" and not order:
+            continue
         blocks = step == "order" and bool(spec.groups[index].blocks)
-        rows = block_rows(state, spec, index) if blocks else site_rows(state, spec, sites)
+        attention = attention_of(spec, index) if blocks else None
+        if attention is not None:
+            rows = head_rows(state, spec, attention)
+        elif blocks:
+            rows = block_rows(state, spec, index)
+        else:
+            rows = site_rows(state, spec, sites)
         direction = key_direction(rows.shape[1], rows.device)
         if step == "order":
-            if order:
-                perm = torch.argsort(rows @ direction, stable=True)
-                permute_group(state, spec, index, perm)
+            permute_group(state, spec, index, torch.argsort(rows @ direction, stable=True))
             continue
         cls = spec.scale_class(index)
         factor = torch.ones(rows.shape[0], dtype=rows.dtype, device=rows.device)
@@ -98,7 +118,12 @@ def _check_output_mode(output: str) -> None:
 
 
 def canonical_form(
-    model: nn.Module, example_input: Tensor, output: Output = "preserve"
+    model: nn.Module,
+    example_input: Tensor,
+    output: Output = "preserve",
+    *,
+    heads: HeadsView = "full",
+    spec: SymmetrySpec | None = None,
 ) -> nn.Module:
     """The unique representative of the model's symmetry class, as a new model.
 
@@ -131,20 +156,27 @@ def canonical_form(
     alike), the spec's ``notes`` say so. Whole blocks of a grouped convolution are sorted after
     the units inside them, by their contents.
 
-    Transformers (see ``canonicalize.attention`` and ``canonicalize.tokens``): the
-    residual stream is one group, ordered by the layer that opens it (the embedding's columns,
-    or the first layer writing into it); through LayerNorm it keeps only its permutation,
-    through RMSNorm also a sign per feature (chosen as for a tanh unit; every RMSNorm gain
-    flips with it). A LayerNorm's or RMSNorm's gain (and bias) that only linear layers read
-    has a free scale: it is normalized and pushed into the readers' columns. Heads are sorted
-    as whole blocks after the features inside them: the query-key features of a head together
-    (by the query rows), the value features by their rows (normalized, signed). Not divided
-    out (and noted in the spec): each head's invertible maps of its query-key product
-    (``W_Q -> A W_Q``, ``W_K -> A^-T W_K``) and value-output product beyond permutations and the
-    value scales; the key bias's per-query constant and the value bias's fold into the output
-    bias; translations along the all-ones vector of what only LayerNorms read; a global sign
-    of a LayerNorm stream; rotations of an RMSNorm stream (``O(d)``) or of a LayerNorm stream
-    fixing the all-ones vector; per-column scales of embeddings and position tables.
+    Transformers (see ``canonicalize.attention``, ``canonicalize.heads`` and
+    ``canonicalize.tokens``): the residual stream is one group, ordered by the layer that opens
+    it (the embedding's columns, or the first layer writing into it); through LayerNorm it
+    keeps only its permutation, through RMSNorm also a sign per feature (chosen as for a tanh
+    unit; every RMSNorm gain flips with it). A LayerNorm's or RMSNorm's gain (and bias) that
+    only linear layers read has a free scale: it is normalized and pushed into the readers'
+    columns. With ``heads="full"`` each head's invertible maps are divided out where the graph
+    allows them (``spec.attentions`` says which): the key bias is set to zero (softmax over the
+    keys ignores it), the value bias is folded into the output projection's bias (rows of the
+    attention sum to one), the query and key rows become the balanced square-root SVD factors
+    of their product ``[W_Q | b_Q]^T [W_K | b_K]``, the value rows and the output columns those
+    of ``W_O,h [W_V | b_V]`` (a deterministic sign per singular pair, ties and rank deficiency
+    as in ``canonicalize.heads``), and whole heads are sorted by these factors. With
+    ``heads="permutations"`` heads are sorted as whole blocks after the features inside them:
+    the query-key features of a head together (by the query rows), the value features by
+    their rows (normalized, signed). Not divided out (and noted in the spec): what the graph
+    does not allow of the heads' maps (the note says why); translations along the all-ones
+    vector of what only LayerNorms read; a global sign of a LayerNorm stream; rotations of an
+    RMSNorm stream (``O(d)``) or of a LayerNorm stream fixing the all-ones vector, with untied
+    embeddings; per-column scales of embeddings and position tables where their stream allows
+    scales.
 
     Parameters
     ----------
@@ -154,6 +186,15 @@ def canonical_form(
         A batch of inputs, used to trace the model and to check the result.
     output : {"preserve", "normalize"}
         Whether to keep the outputs or normalize the output layer.
+    heads : {"full", "permutations"}
+        Which group of the attention heads to divide out: ``"full"`` (default) each head's
+        invertible query-key and value-output maps and bias translations where they hold;
+        ``"permutations"`` whole heads as blocks and permutations inside them only (the
+        narrower group of the published re-basin methods, for comparison).
+    spec : SymmetrySpec, optional
+        The model's symmetry group, if already discovered (:func:`symmetries`); checked
+        against the model's tensors. Saves tracing the model again. ``heads`` narrows it
+        (``"permutations"``), never widens it.
 
     Returns
     -------
@@ -174,15 +215,26 @@ def canonical_form(
     >>> torch.allclose(canon[0].weight.norm(dim=1) ** 2 + canon[0].bias ** 2, torch.ones(4))
     True
     """
-    return _canonical_model(model, example_input, output, reorder=True, what="canonical_form")
+    return _canonical_model(
+        model, example_input, output, reorder=True, what="canonical_form", heads=heads, spec=spec
+    )
 
 
-def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserve") -> nn.Module:
+def normalize(
+    model: nn.Module,
+    example_input: Tensor,
+    output: Output = "preserve",
+    *,
+    heads: HeadsView = "full",
+    spec: SymmetrySpec | None = None,
+) -> nn.Module:
     """Remove positive scales only: every unit with a free scale gets an incoming vector of norm 1.
 
     The paper's normalization (Pittorino et al. 2022, layer by layer from the input): neither
     the order of units nor their signs change, so a normalized model can still be aligned to
-    another one. ``output`` as in :func:`canonical_form`.
+    another one. ``output``, ``heads`` and ``spec`` as in :func:`canonical_form`; attention
+    heads keep their continuous coordinates (with ``heads="full"`` their value features are
+    part of each head's invertible maps, not units with a scale of their own).
 
     Examples
     --------
@@ -193,14 +245,22 @@ def normalize(model: nn.Module, example_input: Tensor, output: Output = "preserv
     >>> round(float(torch.cat([unit[2].weight.flatten(), unit[2].bias]).detach().norm() ** 2), 4)
     2.0
     """
-    return _canonical_model(model, example_input, output, reorder=False, what="normalize")
+    return _canonical_model(
+        model, example_input, output, reorder=False, what="normalize", heads=heads, spec=spec
+    )
 
 
 def _canonical_model(
-    model: nn.Module, example_input: Tensor, output: Output, reorder: bool, what: str
+    model: nn.Module,
+    example_input: Tensor,
+    output: Output,
+    reorder: bool,
+    what: str,
+    heads: HeadsView,
+    spec: SymmetrySpec | None,
 ) -> nn.Module:
     _check_output_mode(output)
-    spec = symmetries(model, example_input)
+    spec = spec_for(model, example_input, spec, heads)
     x = check_input(model, example_input)
     state = to_float64(model)
     factor = canonicalize_state(state, spec, output, order=reorder, signs=reorder)

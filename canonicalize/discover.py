@@ -85,8 +85,10 @@ def symmetries(model: nn.Module, example_input: torch.Tensor) -> SymmetrySpec:
         Which axes share one permutation (across residual additions, through Flatten, inside
         concatenations, along a transformer's residual stream), which units carry a positive
         scale or a sign, which whole blocks permute together (attention heads, blocks of a
-        grouped convolution), and how consumers compensate; ``print(spec)`` describes it, and
-        ``spec.notes`` say what the graph held fixed that a wider group would move.
+        grouped convolution), how consumers compensate, and which continuous parts of each
+        attention head's group hold (``spec.attentions``); ``print(spec)`` describes it, and
+        ``spec.notes`` say what the graph held fixed that a wider group would move and what
+        is not divided out.
 
     Raises
     ------
@@ -170,6 +172,10 @@ class Walk(StructureOps, AttentionOps, TokenOps):
         self.grouped: list[dict] = []
         # parameters read directly by the forward pass, once claimed: name -> value
         self.claimed: dict[str, Value] = {}
+        # every attention, for the continuous groups of its heads (canonicalize.attention),
+        # and the scores whose raw values (before a softmax over keys) reach more than it
+        self.attentions: list[dict] = []
+        self.spoiled: set[str] = set()
 
     def name(self, tensor: str) -> str:
         """The state name the spec uses for ``tensor`` (one name per tied tensor)."""

@@ -7,12 +7,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .discover import symmetries
 from .errors import SymmetryError
+from .heads import HeadsView, spec_for, transform_heads
 from .spec import SymmetrySpec
 from .transform import State, check_variances, permute_group, rebuild, scale_units, to_float64
 from .validate import check_input
 from .verify import check_outputs
+
+# the invertible maps of attention heads: singular values within [e^-1, e^1]
+_HEAD_LOG_SCALE = 1.0
 
 
 def _lowest_safe_scale(state: State, spec: SymmetrySpec, scale: int) -> float:
@@ -36,8 +39,17 @@ def transform_state(
     scale: bool = True,
     sign: bool = True,
     translate: bool = True,
+    invertible: bool = True,
 ) -> None:
     """Apply one random group element to a float64 state in place (see `random_transform`)."""
+    transform_heads(
+        state,
+        spec,
+        generator,
+        log_scale=min(log_scale, _HEAD_LOG_SCALE) if scale else 0.0,
+        invertible=invertible,
+        translate=translate,
+    )
     if translate:
         for fold in spec.bias_folds:
             shift = torch.randn(state[fold.bias].shape, generator=generator, dtype=torch.float64)
@@ -71,14 +83,23 @@ def random_transform(
     scale: bool = True,
     sign: bool = True,
     translate: bool = True,
+    invertible: bool = True,
+    heads: HeadsView = "full",
+    spec: SymmetrySpec | None = None,
 ) -> nn.Module:
     """A copy of ``model`` moved by a random element of its symmetry group.
 
     Draws, for every group, a uniform random permutation; for every unit with a free scale a
     factor ``exp(u)``, ``u`` uniform in ``[-log_scale, log_scale]``; for every unit with a free
-    sign a random sign; and for every bias before a BatchNorm a random shift. The result computes
-    the same function (checked on ``example_input``); use it to test that a measurement is
-    invariant, or that two networks are the same function in disguise.
+    sign a random sign; and for every bias before a BatchNorm a random shift. For every
+    attention head whose continuous groups the spec holds (``heads="full"``, see
+    :func:`canonical_form`): a random invertible map of its query-key product and one of its
+    value-output product (``O_1 diag(exp(u)) O_2``, ``O_i`` Haar-random orthogonal of either
+    determinant, ``u`` uniform in ``[-min(log_scale, 1), min(log_scale, 1)]``: condition number
+    at most ``e^2``; orthogonal maps when ``scale=False``), a random shift of its key bias and
+    of its value bias (the output bias compensating). The result computes the same function
+    (checked on ``example_input``); use it to test that a measurement is invariant, or that two
+    networks are the same function in disguise.
 
     Parameters
     ----------
@@ -90,8 +111,13 @@ def random_transform(
         Seed of the random element.
     log_scale : float
         Scales are drawn log-uniformly in ``[exp(-log_scale), exp(log_scale)]``.
-    permute, scale, sign, translate : bool
-        Which parts of the group to draw.
+    permute, scale, sign, translate, invertible : bool
+        Which parts of the group to draw (``invertible``: the maps of attention heads).
+    heads : {"full", "permutations"}
+        The group of attention heads (as in :func:`canonical_form`): ``"permutations"`` draws
+        no invertible map and no bias shift of heads.
+    spec : SymmetrySpec, optional
+        The model's symmetry group, if already discovered; checked against the model.
 
     Returns
     -------
@@ -110,7 +136,7 @@ def random_transform(
     """
     if log_scale < 0 or not math.isfinite(log_scale):
         raise SymmetryError(f"log_scale must be a finite non-negative number, got {log_scale}")
-    spec = symmetries(model, example_input)
+    spec = spec_for(model, example_input, spec, heads)
     x = check_input(model, example_input)
     state = to_float64(model)
     generator = torch.Generator().manual_seed(int(seed))
@@ -123,6 +149,7 @@ def random_transform(
         scale=scale,
         sign=sign,
         translate=translate,
+        invertible=invertible,
     )
     check_variances(state, spec)
     new = rebuild(model, state)

@@ -19,6 +19,7 @@ from dataclasses import replace
 from .blocks import block_groups
 from .discover import FIXED, Value, Walk, describe
 from .errors import SymmetryError
+from .headspec import resolve_attentions
 from .spec import Absorb, AxisRef, Column, PermGroup, ScaleClass, Site, SymmetrySpec
 
 
@@ -339,6 +340,19 @@ def resolve(walk: Walk) -> SymmetrySpec:
             )
         )
 
+    attentions, attention_notes = resolve_attentions(
+        walk.attentions,
+        walk.spoiled,
+        parts,
+        sites,
+        groups,
+        classes,
+        locate,
+        fs,
+        state_shapes,
+    )
+    notes.extend(attention_notes)
+
     output_scale = None
     if global_root is not None:
         output_scale = unit_in_class[global_root][0]
@@ -353,6 +367,7 @@ def resolve(walk: Walk) -> SymmetrySpec:
         output_units=int(math.prod(shape[1:])) if len(shape) > 1 else 1,
         state_shapes=tuple(state_shapes.items()),
         notes=tuple(dict.fromkeys(notes)),
+        attentions=tuple(attentions),
     )
 
 

@@ -183,6 +183,75 @@ class BiasFold:
 
 
 @dataclass(frozen=True)
+class Head:
+    """One head of an attention: where its query, key and value rows live in the spec.
+
+    Attributes
+    ----------
+    query, key, value
+        The sites holding the head's rows of the query, key and value projections (weights
+        and bias, in the unit order of the head's groups: query row ``i`` meets key row ``i``).
+    query_key
+        The group of the head's query-key features.
+    values
+        The group of the head's value features.
+    value_scale
+        The scale class of the value features, whose columns are the output projection's
+        columns that read the head (``W_O,h``); ``None`` when it has none.
+    """
+
+    query: int
+    key: int
+    value: int
+    query_key: int
+    values: int
+    value_scale: int | None
+
+
+@dataclass(frozen=True)
+class Attention:
+    """An attention's heads and which continuous parts of their group are divided out.
+
+    Per head ``h`` the scores depend on the query and key projections only through the
+    product ``[W_Q | b_Q]^T [W_K | b_K]`` and the output through ``W_O,h [W_V | b_V]``: any
+    invertible ``A`` (``W_Q -> A W_Q``, ``W_K -> A^-T W_K``) and ``B`` (``W_V -> B W_V``,
+    ``W_O,h -> W_O,h B^-1``) keep the function (see :mod:`canonicalize.heads`).
+
+    Attributes
+    ----------
+    name
+        Module path of the attention (the graph node's name when it has none).
+    heads
+        Its heads, in order.
+    blocks
+        The group of whole heads (``None``: one head, or heads held in place).
+    query_key
+        Whether each head's invertible maps of its query-key product are divided out.
+    value_output
+        Whether each head's invertible maps of its value-output product are divided out.
+    key_bias
+        Whether the key bias is divided out (set to zero): the scores are soft-maxed over the
+        keys, so the constant ``q_i . b_K`` per query drops out.
+    value_bias
+        Whether the value bias is folded into the output projection's bias (rows of the
+        attention sum to one, so ``b_V`` adds ``W_O,h b_V`` to every output).
+    """
+
+    name: str
+    heads: tuple[Head, ...]
+    blocks: int | None
+    query_key: bool
+    value_output: bool
+    key_bias: bool
+    value_bias: bool
+
+    @property
+    def continuous(self) -> bool:
+        """Whether any continuous part of the heads' group is divided out."""
+        return self.query_key or self.value_output or self.key_bias or self.value_bias
+
+
+@dataclass(frozen=True)
 class SymmetrySpec:
     """The symmetry group of one model, discovered from its graph by :func:`symmetries`.
 
@@ -207,7 +276,11 @@ class SymmetrySpec:
         Name and shape of every state tensor, to compare architectures.
     notes
         What the graph fixed that a wider group would have allowed, and why (a unit pinned
-        by a softmax, a gate whose second factor is held fixed, ...).
+        by a softmax, a gate whose second factor is held fixed, ...), and what is not divided
+        out.
+    attentions
+        Every attention, with the continuous groups of its heads
+        (:class:`~canonicalize.spec.Attention`).
     """
 
     groups: tuple[PermGroup, ...]
@@ -219,6 +292,7 @@ class SymmetrySpec:
     output_units: int
     state_shapes: tuple[tuple[str, tuple[int, ...]], ...]
     notes: tuple[str, ...] = ()
+    attentions: tuple[Attention, ...] = ()
 
     def scale_class(self, index: int) -> ScaleClass:
         """The scale class with the given index."""
@@ -273,6 +347,21 @@ class SymmetrySpec:
             lines.append("  output: fixed (output='normalize' not available)")
         for fold in self.bias_folds:
             lines.append(f"  bias {fold.bias} folds into {fold.batchnorm}.running_mean")
+        for attention in self.attentions:
+            parts = [
+                what
+                for what, held in (
+                    ("query-key maps", attention.query_key),
+                    ("value-output maps", attention.value_output),
+                    ("key bias", attention.key_bias),
+                    ("value bias folded", attention.value_bias),
+                )
+                if held
+            ]
+            lines.append(
+                f"  attention '{attention.name}': {len(attention.heads)} heads; continuous "
+                f"parts divided out: {', '.join(parts) or 'none'}"
+            )
         for note in self.notes:
             lines.append(f"  fixed: {note}")
         return "\n".join(lines)

@@ -161,8 +161,12 @@ class TokenOps:
         self.terminal(value.chans)
         self.note(
             node,
-            "not divided out: a global sign of the features it normalizes, their translations "
-            "along the all-ones vector, and rotations fixing that vector",
+            "not divided out: one global sign of the features it normalizes (every writer's "
+            "rows and this gain flip together); translations of its input along the all-ones "
+            "vector (a shift of every writer's bias, where LayerNorms alone read the sum); in "
+            "the layers that read it, weights along the one direction its output never takes "
+            "(the all-ones vector divided by the gain); rotations fixing the all-ones vector "
+            "(once the gain is folded into the readers, with untied embeddings)",
         )
         if rows:
             perm, scale = self.new_units(name, len(value.chans), [c.perm for c in value.chans])
@@ -181,7 +185,8 @@ class TokenOps:
         self.note(
             node,
             "not divided out: orthogonal maps of the features it normalizes beyond signed "
-            "permutations",
+            "permutations (all of O(d) passes it once its gain is folded into the layers that "
+            "read it, with untied embeddings)",
         )
         if weight is None:
             chans = value.chans

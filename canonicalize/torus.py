@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from .align import Method, align
 from .canonical import Output, _check_output_mode, canonicalize_state
-from .discover import symmetries
 from .errors import SymmetryError
+from .heads import HeadsView, spec_for
 from .spec import SymmetrySpec
 from .transform import State, check_variances, rebuild, schedule, to_float64, unit_matrix
 from .validate import check_input
@@ -54,6 +54,16 @@ class TorusPoint:
     - ``free``: every other parameter (output layer with ``output="preserve"``, tanh units,
       later writers into a residual stream), Euclidean.
     - ``buffers``: BatchNorm running statistics, carried along but not coordinates.
+
+    Attention heads (``heads="full"``, the default of :func:`to_torus`): once each head's
+    invertible maps are divided out, its query and key rows are the balanced factors
+    ``S^1/2 U^T``, ``S^1/2 V^T`` of its query-key product, its value rows and output columns
+    those of its value-output product (``canonicalize.heads``): Euclidean (``free``)
+    coordinates, with the key bias zero and the value bias folded into the output bias. A
+    head's coordinates fix its products up to the sign (and, for equal singular values, the
+    rotation) of each singular pair, which alignment chooses; no sphere belongs to a head (its
+    value features are no units with a scale of their own). With ``heads="permutations"`` the
+    value features are units whose incoming rows lie on spheres, as for any linear layer.
 
     ``manifolds()`` gives the geoopt manifold of each coordinate block, so paths and
     Riemannian optimizers can work on the point directly.
@@ -215,14 +225,18 @@ def to_torus(
     output: Output = "normalize",
     *,
     reorder: bool = True,
+    heads: HeadsView = "full",
+    spec: SymmetrySpec | None = None,
 ) -> TorusPoint:
     """The model's symmetry class as a point of a product of spheres.
 
     Built from :func:`canonical_form` (computed in float64): see :class:`TorusPoint` for the
     coordinates. ``TorusPoint.to_model()`` maps back. ``reorder=False`` keeps the model's own
-    order and signs of its units and removes only the scales: the coordinates of a model
-    already aligned to another one's canonical form (geodesic paths need both ends in one
-    order).
+    order and signs of its units (and the basis of its attention heads) and removes only the
+    scales: the coordinates of a model already aligned to another one's canonical form
+    (geodesic paths need both ends in one order). ``heads`` and ``spec`` as in
+    :func:`canonical_form`; the point keeps the spec, so :func:`geodesic_distance` aligns in
+    the same group.
 
     Examples
     --------
@@ -234,7 +248,7 @@ def to_torus(
     {'0': (4, 4), 'output': (1, 10)}
     """
     _check_output_mode(output)
-    spec = symmetries(model, example_input)
+    spec = spec_for(model, example_input, spec, heads)
     x = check_input(model, example_input)
     state = to_float64(model)
     canonicalize_state(state, spec, output, order=reorder, signs=reorder)
@@ -252,9 +266,10 @@ def _angle(u: Tensor, v: Tensor) -> Tensor:
 def geodesic_distance(a: TorusPoint, b: TorusPoint, method: Method = "cosine") -> float:
     """Distance between the symmetry classes of two networks on the torus.
 
-    ``b`` is aligned to ``a`` first (``method`` as in :func:`align`), then the great-circle
-    angles of every sphere are combined: ``sqrt(sum (radius * angle)^2 + |free_a - free_b|^2)``.
-    Zero for two members of one class.
+    ``b`` is aligned to ``a`` first (``method`` as in :func:`align`, in the group of ``a``'s
+    spec: with ``heads="full"`` each head of ``b`` is expressed in the basis of ``a``'s head,
+    both in canonical factors), then the great-circle angles of every sphere are combined:
+    ``sqrt(sum (radius * angle)^2 + |free_a - free_b|^2)``. Zero for two members of one class.
 
     Examples
     --------
@@ -276,7 +291,13 @@ def geodesic_distance(a: TorusPoint, b: TorusPoint, method: Method = "cosine") -
     model_a = rebuild(copy.deepcopy(a.template).double(), a.state())
     model_b = rebuild(copy.deepcopy(b.template).double(), b.state())
     x = a.example_input
-    aligned = align(model_b, model_a, x.double() if x.is_floating_point() else x, method=method)
+    aligned = align(
+        model_b,
+        model_a,
+        x.double() if x.is_floating_point() else x,
+        method=method,
+        spec=a.spec,
+    )
     state_b = to_float64(aligned)
     output = "normalize" if any(bl.output for bl in a.blocks) else "preserve"
     point_b = _point(state_b, b.spec, output, b.template, b.example_input)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SymmetryError
+from .headspec import subsumed
 from .spec import Site, SymmetrySpec
 from .tracing import state_name
 
@@ -238,9 +239,14 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
     rows of ``sites`` (those of its sites whose inputs are already canonical: for a residual
     stream, the layers that open it); ``("order", group, (site,))`` sorts a group by the rows of
     its first site; a group of blocks gets ``("order", group, ())`` once its members are
-    ordered and normalized, before any other layer reads them.
+    ordered and normalized, before any other layer reads them. Heads whose continuous groups
+    are divided out (``spec.attentions``, see :mod:`canonicalize.heads`) get
+    ``("query_key", attention, (head,))`` once the query and key rows are canonical in their
+    inputs, and ``("value_output", attention, (head,))`` once the value rows are; these steps
+    replace the ordering of the head's features and the normalization of its value features.
     """
     touching = _touching(spec)
+    replaced_groups, replaced_classes = subsumed(spec)
     processed: set[int] = set()
     normalized: set[int] = set()
     steps: list[tuple[str, int, tuple[int, ...]]] = []
@@ -250,8 +256,50 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
             members = {m for block in group.blocks for m in block}
             classes = {c.index for c in spec.scales if c.group in members}
             waiting[group.index] = (members, classes)
+    heads: list[tuple[str, int, int]] = [
+        (kind, a, h)
+        for a, attention in enumerate(spec.attentions)
+        for h in range(len(attention.heads))
+        for kind, held in (
+            ("query_key", attention.query_key),
+            ("value_output", attention.value_output),
+        )
+        if held
+    ]
+
+    readers: dict[str, set[int]] = {}  # tensor -> the classes whose columns lie in it
+    for cls in spec.scales:
+        for column in cls.columns:
+            readers.setdefault(column.tensor, set()).add(cls.index)
+    visited = -1  # the sites before this one have had their steps
+
+    def ready(site: int) -> bool:
+        # like any layer's rows: canonical once its inputs are ordered and every class that
+        # rescales its rows or its columns is normalized (in graph order, as units are)
+        others = set().union(*(readers.get(row, set()) for row in spec.sites[site].rows))
+        others |= touching.get(site, set())
+        return (
+            site < visited
+            and available(spec.sites[site], processed)
+            and others - {spec.sites[site].scale} - replaced_classes <= normalized
+        )
+
+    def release_heads() -> None:
+        for kind, a, h in list(heads):
+            head = spec.attentions[a].heads[h]
+            if kind == "query_key" and ready(head.query) and ready(head.key):
+                processed.add(head.query_key)
+            elif kind == "value_output" and ready(head.value):
+                processed.add(head.values)
+                if head.value_scale is not None:
+                    normalized.add(head.value_scale)
+            else:
+                continue
+            steps.append((kind, a, (h,)))
+            heads.remove((kind, a, h))
 
     def release_blocks() -> None:
+        release_heads()
         for index, (members, classes) in list(waiting.items()):
             if members <= processed and classes <= normalized:
                 steps.append(("order", index, ()))
@@ -259,8 +307,11 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
                 del waiting[index]
 
     for i, site in enumerate(spec.sites):
+        visited = i
         release_blocks()
-        if site.scale is not None and site.scale not in normalized:
+        if site.scale in replaced_classes:
+            pass
+        elif site.scale is not None and site.scale not in normalized:
             cls = spec.scale_class(site.scale)
             # a site's rows are canonical once its inputs are, and once every other class that
             # rescales them (a layer feeding a BatchNorm, a unit read by a depthwise row) is
@@ -276,12 +327,16 @@ def schedule(spec: SymmetrySpec) -> list[tuple[str, int, tuple[int, ...]]]:
                 )
             steps.append(("scale", site.scale, usable))
             normalized.add(site.scale)
-        if site.group is not None and site.group not in processed:
+        if site.group is not None and site.group not in processed | replaced_groups:
             steps.append(("order", site.group, (i,)))
             processed.add(site.group)
+    visited = len(spec.sites)
     release_blocks()
-    if waiting:
-        raise SymmetryError("internal: a group of blocks was never ordered; please report this")
+    release_blocks()
+    if waiting or heads:
+        raise SymmetryError(
+            "internal: a group of blocks or a head was never canonicalized; please report this"
+        )
     return steps
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .errors import SymmetryError
+from .spec import SymmetrySpec
 
 # integer inputs: token ids for a model that embeds them
 INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
@@ -76,3 +77,27 @@ def check_same_architecture(model: nn.Module, reference: nn.Module) -> None:
                 f"'{key}' has shape {tuple(a[key].shape)} in model and "
                 f"{tuple(b[key].shape)} in reference"
             )
+
+
+def check_spec(spec: object, model: nn.Module, role: str = "model") -> SymmetrySpec:
+    """Refuse a precomputed spec that is not a :class:`SymmetrySpec` of ``model``'s architecture:
+    every state tensor the spec knows must be the model's, by name and shape. The model may hold
+    more (layers its forward never uses, which discovery leaves out); a spec missing a layer the
+    forward does use is caught by the self-verification of every transform."""
+    from .transform import aliases
+
+    if not isinstance(spec, SymmetrySpec):
+        raise SymmetryError(
+            f"spec must be a SymmetrySpec (from canonicalize.symmetries), got {type(spec).__name__}"
+        )
+    tied = aliases(model)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in tied}
+    given = {k: tuple(s) for k, s in spec.state_shapes}
+    if any(shapes.get(k) != s for k, s in given.items()):
+        differ = sorted((k, s) for k, s in given.items() if shapes.get(k) != s)[:4]
+
+        raise SymmetryError(
+            f"spec was discovered on another architecture than the {role}'s: these tensors differ "
+            f"in name or shape {differ}; call canonicalize.symmetries on this {role}"
+        )
+    return spec

@@ -67,12 +67,26 @@ class Heads(NamedTuple):
     ``h``'s query/key features; ``node`` the name of the node that formed the scores (it
     prefixes the origins that mark each head's units); ``fixed`` says that something (a
     per-head fixed tensor) keeps the heads in place.
+
+    What the continuous groups of the heads need (:mod:`canonicalize.attention`): ``keys`` is
+    the axis of the keys while every operation since the product kept a constant per query a
+    constant per query (``None`` once one may not have); ``normalized`` says that a softmax over
+    that axis has removed any such constant; ``stochastic`` that every row over the keys sums
+    to one now (a softmax, then nothing but dropout); ``query[h]`` and ``key[h]`` are the scale
+    atoms of head ``h``'s query and key features (``None`` for a feature that is not one row of
+    one layer); ``operands`` the graph nodes of the query and the key.
     """
 
     pos: int | None
     qk: tuple[tuple[int | None, ...], ...]
     node: str
     fixed: bool = False
+    keys: int | None = None
+    normalized: bool = False
+    stochastic: bool = False
+    query: tuple[tuple[int | None, ...], ...] = ()
+    key: tuple[tuple[int | None, ...], ...] = ()
+    operands: tuple = ()
 
 
 class Value(NamedTuple):
@@ -138,6 +152,8 @@ def lift(value: Value, ndim: int) -> Value:
     heads = value.heads
     if heads is not None and heads.pos is not None:
         heads = heads._replace(pos=heads.pos + extra)
+    if heads is not None and heads.keys is not None:
+        heads = heads._replace(keys=heads.keys + extra)
     return value._replace(
         shape=(1,) * extra + tuple(value.shape),
         axes=tuple(a + extra for a in value.axes),
@@ -151,6 +167,8 @@ def permute_axes(value: Value, order: list[int], shape: tuple[int, ...]) -> Valu
     heads = value.heads
     if heads is not None and heads.pos is not None:
         heads = heads._replace(pos=where[heads.pos])
+    if heads is not None and heads.keys is not None:
+        heads = heads._replace(keys=where[heads.keys])
     if not value.axes:
         return value._replace(shape=tuple(shape), heads=heads, shift=())
     moved = [where[a] for a in value.axes]
@@ -254,7 +272,8 @@ def reshape_value(value: Value, shape: tuple[int, ...]) -> tuple[Value | None, s
             continue
         return None, "it mixes the feature axis with other axes"
     if heads is not None:
-        heads = heads._replace(pos=head_pos)
+        # the key axis is not followed through a reshape: a constant per query may be lost
+        heads = heads._replace(pos=head_pos, keys=None, stochastic=False)
     return (
         value._replace(shape=tuple(shape), axes=tuple(sorted(axes)), block=block, heads=heads),
         "",

@@ -8,14 +8,15 @@ parameters so that no symmetry is hidden by an initialization that happens to be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
 
-from canonicalize import Sign
+from canonicalize import Sign, SymmetrySpec, symmetries
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sign", "identity")
 
@@ -37,6 +38,7 @@ class Case:
     family: str
     model: nn.Module
     x: torch.Tensor
+    spec: SymmetrySpec | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         return f"Case({self.family}, {self.model!r}, x{tuple(self.x.shape)})"
@@ -415,33 +417,71 @@ class TinyTransformer(nn.Module):
         return self.head(self.final(self.blocks(h)))
 
 
-@st.composite
-def transformers(draw, attention: str | None = None, tokens: bool | None = None) -> Case:
-    """Small random transformers: width 4-8, 1-4 heads, pre- or post-norm, LayerNorm, RMSNorm
-    or a hand-written RMSNorm, ReLU or GELU feed-forward, with or without biases, attention
-    written by hand (matmul with an optional causal mask, or scaled_dot_product_attention) or
-    nn.MultiheadAttention, token ids or float tokens; float64, eval mode, random weights (norm
-    gains and biases too), 3 sequences of 4 tokens."""
-    heads = draw(st.sampled_from((1, 2, 4)))
-    d = heads * draw(st.sampled_from((1, 2))) if heads > 1 else draw(st.sampled_from((2, 4)))
-    d = max(d, 2)
-    attention = attention or draw(st.sampled_from(("hand", "packed")))
-    sdpa = attention == "hand" and draw(st.booleans())
-    tokens = draw(st.booleans()) if tokens is None else tokens
-    config = dict(
-        d=d,
+# Architectures drawn from a fixed set (weights and group elements stay random per example), so
+# each is traced once per session: two greedy pairwise covering arrays of the factors below
+# (every pair of values of any two factors appears in each half), every fourth two blocks deep.
+# Columns: attention ("hand": matmul with an optional causal mask; "sdpa": hand-written around
+# F.scaled_dot_product_attention; "packed": nn.MultiheadAttention), norm, pre-norm, heads,
+# width per head (x2 for one head), biases, feed-forward activation, causal, token ids.
+TRANSFORMER_CONFIGS = (
+    ("hand", "rmsnorm", True, 2, 2, False, "relu", True, False),
+    ("packed", "hand_rmsnorm", False, 4, 1, True, "gelu", True, True),
+    ("sdpa", "layernorm", False, 1, 2, False, "relu", False, True),
+    ("hand", "layernorm", True, 1, 1, True, "gelu", False, False),
+    ("packed", "hand_rmsnorm", True, 4, 2, False, "relu", False, False),
+    ("sdpa", "rmsnorm", False, 2, 1, True, "gelu", False, True),
+    ("sdpa", "layernorm", True, 4, 2, True, "relu", True, True),
+    ("packed", "rmsnorm", False, 1, 2, False, "gelu", True, False),
+    ("hand", "hand_rmsnorm", False, 2, 1, False, "relu", True, True),
+    ("packed", "layernorm", False, 2, 1, False, "gelu", False, False),
+    ("sdpa", "hand_rmsnorm", True, 1, 2, False, "gelu", True, False),
+    ("hand", "rmsnorm", False, 4, 2, True, "relu", False, False),
+    ("packed", "hand_rmsnorm", True, 4, 1, True, "relu", False, False),
+    ("hand", "layernorm", False, 1, 2, True, "gelu", True, True),
+    ("sdpa", "rmsnorm", True, 2, 2, False, "gelu", False, True),
+    ("sdpa", "layernorm", False, 2, 1, False, "relu", True, False),
+    ("packed", "hand_rmsnorm", False, 4, 2, False, "gelu", True, True),
+    ("hand", "rmsnorm", True, 1, 1, False, "relu", False, False),
+    ("sdpa", "rmsnorm", False, 4, 1, True, "relu", False, True),
+    ("packed", "layernorm", True, 2, 1, True, "gelu", True, False),
+    ("sdpa", "hand_rmsnorm", False, 1, 2, True, "relu", False, False),
+    ("packed", "rmsnorm", False, 1, 1, True, "gelu", True, True),
+    ("hand", "layernorm", False, 4, 2, True, "relu", False, True),
+    ("hand", "hand_rmsnorm", False, 2, 1, True, "relu", False, False),
+)
+TRANSFORMER_FACTORS = (
+    "attention",
+    "norm",
+    "pre",
+    "heads",
+    "width",
+    "bias",
+    "act",
+    "causal",
+    "tokens",
+)
+
+
+def transformer_config(index: int) -> dict:
+    """The keyword arguments of :class:`TinyTransformer` for ``TRANSFORMER_CONFIGS[index]``."""
+    row = dict(zip(TRANSFORMER_FACTORS, TRANSFORMER_CONFIGS[index], strict=True))
+    heads, width = row.pop("heads"), row.pop("width")
+    attention = row.pop("attention")
+    return dict(
+        row,
         heads=heads,
-        norm=draw(st.sampled_from(("layernorm", "rmsnorm", "hand_rmsnorm"))),
-        pre=draw(st.booleans()),
-        act=draw(st.sampled_from(("relu", "gelu"))),
-        bias=draw(st.booleans()),
-        attention=attention,
-        causal=draw(st.booleans()),
-        sdpa=sdpa,
-        tokens=tokens,
+        d=heads * width if heads > 1 else 2 * width,
+        attention="packed" if attention == "packed" else "hand",
+        sdpa=attention == "sdpa",
+        depth=2 if index % 4 == 3 else 1,
     )
+
+
+def transformer_case(index: int, seed: int) -> tuple[TinyTransformer, torch.Tensor]:
+    """Architecture ``index`` with random weights (norm gains and biases too) and its input:
+    float64, eval mode, 3 sequences of 4 tokens."""
+    config = transformer_config(index)
     model = TinyTransformer(**config).double()
-    seed = draw(st.integers(0, 2**31 - 1))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -450,9 +490,35 @@ def transformers(draw, attention: str | None = None, tokens: bool | None = None)
                 / max(1, p.shape[-1]) ** 0.5
             )
     model.eval()
-    if tokens:
+    if config["tokens"]:
         x = torch.randint(0, 7, (3, 4), generator=generator)
     else:
         x = torch.randn((3, 4, 3), generator=generator, dtype=torch.float64)
+    return model, x
+
+
+@functools.cache
+def transformer_spec(index: int) -> SymmetrySpec:
+    """The symmetry group of architecture ``index`` (it does not depend on the weights)."""
+    model, x = transformer_case(index, 0)
+    return symmetries(model, x)
+
+
+@st.composite
+def transformers(draw, attention: str | None = None, tokens: bool | None = None) -> Case:
+    """Small random transformers from ``TRANSFORMER_CONFIGS`` (pre- and post-norm, LayerNorm,
+    RMSNorm and a hand-written RMSNorm, 1-4 heads, with and without biases, ReLU or GELU
+    feed-forward, attention written by hand with matmul and an optional causal mask or around
+    scaled_dot_product_attention, or nn.MultiheadAttention, token ids or float tokens, one or
+    two blocks), random weights; ``Case.spec`` holds the architecture's traced group.
+    ``attention`` ("hand", "sdpa", "packed") and ``tokens`` restrict the architectures."""
+    candidates = [
+        i
+        for i, row in enumerate(TRANSFORMER_CONFIGS)
+        if (attention is None or row[0] == attention) and (tokens is None or row[-1] == tokens)
+    ]
+    index = draw(st.sampled_from(candidates))
+    model, x = transformer_case(index, draw(st.integers(0, 2**31 - 1)))
+    config = transformer_config(index)
     family = "transformer_" + "_".join(f"{k}={v}" for k, v in config.items())
-    return Case(family, model, x)
+    return Case(family, model, x, spec=transformer_spec(index))

@@ -1,12 +1,10 @@
 """Transformers: residual streams through LayerNorm and RMSNorm, attention heads, embeddings.
 
-Random small transformers (``tests.strategies.transformers``: pre- and post-norm, LayerNorm,
-RMSNorm and a hand-written RMSNorm, 1-4 heads, with and without biases, ReLU or GELU
-feed-forward, attention written by hand (matmul with a causal mask, or
-scaled_dot_product_attention) or nn.MultiheadAttention, token ids or float tokens) and random
-group elements. The hand-written element (``move``) permutes the residual stream, whole heads,
-the query-key and value features inside each head and the feed-forward units directly on the
-state dict, from the mathematics, without canonicalize.
+Discovery, tracing and the exact cases of the stream, the heads as blocks, embeddings, ties and
+what is refused; the properties over random transformers and the continuous groups of heads
+are in ``test_heads.py``. The hand-written element (``move``) permutes the residual stream,
+whole heads, the query-key and value features inside each head and the feed-forward units
+directly on the state dict, from the mathematics, without canonicalize.
 """
 
 from __future__ import annotations
@@ -18,19 +16,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
-from hypothesis import strategies as st
 from torch import nn
 
 import canonicalize as C
+from canonicalize.heads import with_heads
 from canonicalize.tracing import trace
 from canonicalize.verify import eval_outputs, relative_difference
 from tests.canonicalize.test_properties import assert_same_normalized, assert_same_state
 from tests.strategies import (
     HandAttention,
     TinyTransformer,
-    group_seeds,
-    transformers,
 )
 
 # --- a group element written by hand -----------------------------------------------------------
@@ -119,53 +114,6 @@ def _same_function(a: nn.Module, b: nn.Module, x: torch.Tensor, tol: float = 1e-
     return relative_difference(eval_outputs(a, x), eval_outputs(b, x)) < tol
 
 
-# --- properties ----------------------------------------------------------------------------------
-
-
-@given(transformers(), group_seeds)
-def test_group_element_keeps_function_and_canonical_form(case, seed):
-    """Function unchanged, canonical form of the moved copy equal, canonical form idempotent."""
-    model, x = case.model, case.x
-    moved = C.random_transform(model, x, seed=seed)
-    assert _same_function(model, moved, x)
-    canon = C.canonical_form(model, x)
-    assert _same_function(model, canon, x)
-    assert_same_state(canon, C.canonical_form(moved, x))
-    assert_same_state(canon, C.canonical_form(canon, x), tol=1e-9)
-
-
-@given(transformers(), group_seeds)
-def test_hand_written_permutation_keeps_canonical_form(case, seed):
-    """Stream, heads, features inside heads, feed-forward units: a group too narrow fails."""
-    moved = move(case.model, torch.Generator().manual_seed(seed))
-    assert _same_function(case.model, moved, case.x)
-    assert_same_state(C.canonical_form(case.model, case.x), C.canonical_form(moved, case.x))
-
-
-@pytest.mark.parametrize("method", ["cosine", "weights"])
-@given(case=transformers(), seed=group_seeds)
-def test_alignment_recovers_hidden_head_and_stream_permutations(method, case, seed):
-    moved = move(case.model, torch.Generator().manual_seed(seed))
-    result = C.match(moved, case.model, case.x, method=method)
-    assert_same_state(result.model, case.model, tol=1e-9)
-    assert_same_state(result.apply(moved), result.model, tol=1e-12)
-
-
-@given(case=transformers(), seed=group_seeds)
-def test_activation_alignment_recovers_a_transformed_copy(case, seed):
-    moved = C.random_transform(case.model, case.x, seed=seed, log_scale=2.0)
-    result = C.match(moved, case.model, case.x, method="activations")
-    assert_same_normalized(result.model, case.model, result.spec)
-
-
-@given(transformers(), group_seeds)
-def test_torus_round_trip_and_zero_distance_within_a_class(case, seed):
-    point = C.to_torus(case.model, case.x, output="preserve")
-    assert _same_function(case.model, point.to_model(), case.x)
-    moved = C.random_transform(case.model, case.x, seed=seed)
-    assert C.geodesic_distance(point, C.to_torus(moved, case.x, output="preserve")) < 1e-6
-
-
 # --- the group, exactly --------------------------------------------------------------------------
 
 
@@ -181,11 +129,12 @@ def _model(**config) -> TinyTransformer:
 TOKENS = torch.tensor([[1, 2, 3, 4], [0, 6, 5, 2], [3, 3, 1, 0]])
 
 
-def test_two_heads_brute_force_over_head_orders_and_features():
+@pytest.mark.parametrize("heads", ["full", "permutations"])
+def test_two_heads_brute_force_over_head_orders_and_features(heads):
     """Every head order and every permutation inside each head (2 x 2!^4 elements): one
-    canonical form."""
+    canonical form, in both views of the heads' group."""
     model = _model(d=4, heads=2)
-    canon = C.canonical_form(model, TOKENS)
+    canon = C.canonical_form(model, TOKENS, heads=heads)
     seen = 0
     for order in itertools.permutations(range(2)):
         for qk0, qk1, vo0, vo1 in itertools.product(itertools.permutations(range(2)), repeat=4):
@@ -206,7 +155,7 @@ def test_two_heads_brute_force_over_head_orders_and_features():
             key = "blocks.0.attn.o.weight"
             state[key].copy_(state[key][:, vo].clone())
             assert _same_function(model, moved, TOKENS)
-            assert_same_state(canon, C.canonical_form(moved, TOKENS))
+            assert_same_state(canon, C.canonical_form(moved, TOKENS, heads=heads))
             seen += 1
     assert seen == 32
 
@@ -221,7 +170,16 @@ def test_spec_of_a_two_head_block():
     labels = {spec.sites[i].name for i in spec.groups[query_key].sites}
     assert labels == {"blocks.0.attn.q", "blocks.0.attn.k"}
     assert "whole heads" in str(spec)
-    assert any("not divided out" in n and "A^-T W_K" in n for n in spec.notes)
+    # the full view divides out every continuous part of these heads; the narrow one says not
+    (attention,) = spec.attentions
+    assert attention.blocks == heads[0].index
+    assert [(h.query_key, h.values) for h in attention.heads] == list(heads[0].blocks)
+    assert attention.query_key and attention.value_output
+    assert "query-key maps, value-output maps, key bias, value bias folded" in str(spec)
+    assert not any("A^-T W_K" in n for n in spec.notes)
+    narrow = with_heads(spec, "permutations")
+    assert not narrow.attentions[0].continuous
+    assert any("not divided out" in n and "query-key" in n for n in narrow.notes)
     assert any("'blocks.0.norm1'" in n and "not divided out" in n for n in spec.notes)
 
 
@@ -511,14 +469,6 @@ def test_packed_attention_in_a_transformer():
     moved = move(model, torch.Generator().manual_seed(0))
     aligned = C.align(moved, model, TOKENS)
     assert_same_state(aligned, model, tol=1e-9)
-
-
-@given(st.sampled_from((1, 2, 4)), group_seeds)
-def test_float32_transformers_agree_to_float32_rounding(heads, seed):
-    model = _model(d=4, heads=heads).float()
-    moved = C.random_transform(model, TOKENS, seed=seed)
-    assert_same_state(C.canonical_form(model, TOKENS), C.canonical_form(moved, TOKENS), tol=2e-5)
-    assert math.isfinite(float(eval_outputs(moved, TOKENS).abs().max()))
 
 
 # --- a GPT written as nanoGPT writes it -------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from funcspace.params import Params
@@ -67,26 +68,42 @@ def _chain_tail(ops, h, params, buffers, modules, row, stats=None, step=1, int8=
 
 
 def _chain_bn(h, name, params, buffers, module, row, stats, step) -> Tensor:
-    axis = 0 if row else -1
+    """BatchNorm of per-point features through torch's own kernel.
+
+    ``stats`` given: normalize with the batch statistics and fold them into the accumulators
+    as the cumulative average of batch ``step`` (momentum ``1 / step``, the unbiased variance,
+    as ``torch.optim.swa_utils.update_bn`` does). One point (``row``, ``h`` of shape ``(N, d)``)
+    gets bit for bit what a single network gets, statistics included (a last-bit difference
+    before a sign would flip it; the compute regime runs one point at a time). A chunk ``(k, d,
+    N)`` runs as one ``(1, k d, N)`` batch, each point's feature its own channel: equal to
+    float rounding (the kernel sums the batch in another order)."""
     weight, bias = params.get(f"{name}.weight"), params.get(f"{name}.bias")
     if stats is None:
         mean, var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
+        training, momentum = False, 0.0
     else:
-        n = h.shape[axis]
-        mean, var = h.mean(axis), h.var(axis, unbiased=False)
-        acc_mean, acc_var = stats[name]
-        factor = 1.0 / step
-        acc_mean.mul_(1 - factor).add_(mean, alpha=factor)
-        acc_var.mul_(1 - factor).add_(var, alpha=factor * n / (n - 1))
-    scale = torch.rsqrt(var + module.eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias
-    if not row:
-        scale, shift = scale.unsqueeze(-1), shift.unsqueeze(-1)
-    return torch.addcmul(shift, h, scale)
+        (mean, var), training, momentum = stats[name], True, 1.0 / step
+    if row:
+        return F.batch_norm(h, mean, var, weight, bias, training, momentum, module.eps)
+    k, d, n = h.shape
+    if training and not all(t.shape == (k, d) and t.is_contiguous() for t in (mean, var)):
+        raise RuntimeError(f"BatchNorm '{name}': the accumulators must be contiguous (k, d) rows")
+
+    def flat(t: Tensor | None) -> Tensor | None:
+        return None if t is None else torch.broadcast_to(t, (k, d)).reshape(k * d)
+
+    # the accumulators are contiguous (k, d) slices: reshape gives views, updated in place
+    out = F.batch_norm(
+        h.reshape(1, k * d, n),
+        flat(mean),
+        flat(var),
+        flat(weight),
+        flat(bias),
+        training,
+        momentum,
+        module.eps,
+    )
+    return out.view(k, d, n)
 
 
 class StackedRunner:

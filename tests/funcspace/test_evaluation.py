@@ -120,6 +120,48 @@ def test_every_strategy_equals_module_forward(family, with_bn, batchnorm):
             assert len(result) == 5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_batchnorm_of_one_point_is_a_single_networks_bit_for_bit(dtype):
+    """The stacked chain's BatchNorm, one point at a time (the compute regime), computes what
+    nn.BatchNorm1d computes: recalibration (train mode, cumulative average over batches, as
+    update_bn does) and evaluation, outputs and statistics bit for bit. A last-bit difference
+    before a sign would flip it. A chunk of points agrees to float rounding."""
+    from funcspace.evaluation.stacked import _chain_bn
+
+    gen = torch.Generator().manual_seed(4)
+    module = nn.BatchNorm1d(48, momentum=None).to(dtype)
+    with torch.no_grad():
+        module.weight.normal_(generator=gen)
+        module.bias.normal_(generator=gen)
+    params = {"bn.weight": module.weight.detach(), "bn.bias": module.bias.detach()}
+    batches = [torch.randn(700, 48, generator=gen, dtype=dtype) * 3 + 1 for _ in range(3)]
+    mean, var = torch.zeros(48, dtype=dtype), torch.ones(48, dtype=dtype)
+    module.reset_running_stats()
+    module.train()
+    for step, h in enumerate(batches, start=1):
+        ours = _chain_bn(h, "bn", params, None, module, True, {"bn": (mean, var)}, step)
+        assert torch.equal(ours, module(h))
+    assert torch.equal(mean, module.running_mean) and torch.equal(var, module.running_var)
+    module.eval()
+    buffers = {"bn.running_mean": mean, "bn.running_var": var}
+    with torch.no_grad():
+        assert torch.equal(
+            _chain_bn(batches[0], "bn", params, buffers, module, True, None, 1), module(batches[0])
+        )
+    # a chunk of two points: (k, d, N), stacked parameters and accumulators
+    k = 2
+    chunk = torch.stack([b.T for b in batches[:k]])
+    stacked = {n: v.expand(k, -1).contiguous() for n, v in params.items()}
+    acc = (torch.zeros(k, 48, dtype=dtype), torch.ones(k, 48, dtype=dtype))
+    out = _chain_bn(chunk, "bn", stacked, None, module, False, {"bn": acc}, 1)
+    module.train()
+    for i in range(k):
+        module.reset_running_stats()
+        expected = module(batches[i])
+        assert torch.allclose(out[i].T, expected, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(acc[0][i], module.running_mean, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("batchnorm", [False, True])
 def test_stacked_input_with_stacked_or_shared_buffers(batchnorm):
     nets = perturbed_copies(mlp(batchnorm), 4)

@@ -464,8 +464,11 @@ def _match_cosine(
             scaled[g] = sites
             if g in undecided:
                 settle_sign(g, sites, undecided.pop(g))
-            if cls.sign and activation_cost is None:
+            # a sign class outside every permutation group has no activations to match: its
+            # signs come from its weights with every method
+            if cls.sign and (activation_cost is None or cls.group is None):
                 if cls.group is None or cls.group in processed:
+
                     settle_sign(g, sites)
                 else:
                     pending.append((g, sites))

@@ -379,10 +379,7 @@ class Walk(StructureOps, AttentionOps, TokenOps):
             if value.axes != (1,) and not inert(value):
                 return self.reshape(node, value, shape)
             if module.start_dim != 1 or module.end_dim not in (-1, len(value.shape) - 1):
-                raise SymmetryError(
-                    f"{layer(name, module)} flattens dims {module.start_dim}..{module.end_dim}; "
-                    "only Flatten(start_dim=1, end_dim=-1) is supported"
-                )
+                return self.reshape(node, value, shape)  # a merge of other axes (tokens)
             return self.flatten(node, self.on_axis(value, 1, node), shape)
         if isinstance(module, nn.Unflatten):
             return self.reshape(node, value, shape)
@@ -948,9 +945,7 @@ class Walk(StructureOps, AttentionOps, TokenOps):
             if value.axes != (1,) and not inert(value):
                 return self.reshape(node, value, shape)
             if start != 1 or end not in (-1, len(value.shape) - 1):
-                raise SymmetryError(
-                    f"{describe(node)}: only torch.flatten(x, 1) is supported, got {start}..{end}"
-                )
+                return self.reshape(node, value, shape)  # a merge of other axes (tokens)
             return self.flatten(node, self.on_axis(value, 1, node), shape)
         if target in (torch.reshape, torch.squeeze, torch.unsqueeze):
             return self.reshape(node, self.value(node.args[0], node), shape)
@@ -1032,7 +1027,7 @@ class Walk(StructureOps, AttentionOps, TokenOps):
             if value.axes != (1,) and not inert(value):
                 return self.reshape(node, value, shape)
             if start != 1 or end not in (-1, len(value.shape) - 1):
-                raise SymmetryError(f"{describe(node)}: only x.flatten(1) is supported")
+                return self.reshape(node, value, shape)  # a merge of other axes (tokens)
             return self.flatten(node, self.on_axis(value, 1, node), shape)
         if method in ("view", "reshape", "squeeze", "unsqueeze", "view_as", "reshape_as"):
             return self.reshape(node, value, shape)

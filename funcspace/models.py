@@ -1,8 +1,10 @@
 """Reference architectures used throughout funcspace.
 
 Every model here is a plain :class:`torch.nn.Module` built only from standard layers
-(``nn.Linear``, ``nn.Conv2d``, ``nn.BatchNorm1d/2d``, pooling, ``nn.Flatten``, elementwise
-activations) plus residual additions written as ``x + f(x)`` in ``forward``. There is no
+(``nn.Linear``, ``nn.Conv2d``, ``nn.BatchNorm1d/2d``, ``nn.LayerNorm``, pooling, ``nn.Flatten``,
+elementwise activations) plus residual additions written as ``x + f(x)`` in ``forward``; the
+vision transformer adds attention written with ``matmul`` and ``softmax`` (or
+``nn.MultiheadAttention``) and a learned position embedding held as a parameter. There is no
 data-dependent control flow and no in-place operation on activations, so every model can be
 traced by :func:`torch.fx.symbolic_trace`, which is what the symmetry detector in
 ``canonicalize`` does.
@@ -10,7 +12,8 @@ traced by :func:`torch.fx.symbolic_trace`, which is what the symmetry detector i
 Every constructor takes ``seed``. When it is given, the parameters are drawn from a local
 :class:`torch.Generator` with the same scheme as PyTorch's default initialisation
 (Kaiming-uniform weights with ``a=sqrt(5)``, uniform biases in ``±1/sqrt(fan_in)``, BatchNorm
-affine parameters at one and zero), and the global random state is left exactly as it was.
+and LayerNorm affine parameters at one and zero; see :class:`VisionTransformer` for its
+attention and position embedding), and the global random state is left exactly as it was.
 When ``seed`` is ``None`` the global RNG is used, as in plain PyTorch.
 """
 
@@ -22,6 +25,7 @@ from types import MappingProxyType
 
 import torch
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from funcspace._validate import check_choice, check_fraction, check_int
 from funcspace.errors import FuncspaceError
@@ -34,6 +38,10 @@ __all__ = [
     "ResNet",
     "ResidualBlock",
     "ResidualMLP",
+    "SelfAttention",
+    "TRANSFORMER_ACTIVATIONS",
+    "TransformerBlock",
+    "VisionTransformer",
     "build",
     "lenet",
     "vgg_small",
@@ -102,6 +110,12 @@ def _activation(name: str) -> nn.Module:
     return Sign()
 
 
+def _token_init(tensor: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ViT's position embedding and class token: ``N(0, 0.02^2)`` truncated at +-2 sd."""
+    with torch.no_grad():
+        return nn.init.trunc_normal_(tensor, std=0.02, a=-0.04, b=0.04, generator=generator)
+
+
 def _conv_out(size: int, kernel_size: int, padding: int) -> int:
     return size + 2 * padding - kernel_size + 1
 
@@ -126,17 +140,28 @@ def _reinit_(module: nn.Module, seed: int) -> None:
     for sub in module.modules():
         if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_uniform_(sub.weight, a=math.sqrt(5), generator=gen)
-            if sub.bias is not None:
+            if sub.bias is not None and isinstance(sub, NonDynamicallyQuantizableLinear):
+                nn.init.zeros_(sub.bias)  # nn.MultiheadAttention's output projection
+            elif sub.bias is not None:
                 fan_in = sub.weight[0].numel()
                 bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
                 nn.init.uniform_(sub.bias, -bound, bound, generator=gen)
-        elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             sub.reset_parameters()
+        elif isinstance(sub, nn.MultiheadAttention) and sub.in_proj_weight is not None:
+            nn.init.xavier_uniform_(sub.in_proj_weight, generator=gen)
+            if sub.in_proj_bias is not None:
+                nn.init.zeros_(sub.in_proj_bias)
+        elif isinstance(sub, VisionTransformer):
+            for token in (sub.cls_token, sub.pos):
+                if token is not None:
+                    _token_init(token, gen)
         elif any(True for _ in sub.parameters(recurse=False)):
             # No silent fall-back: a parameter we cannot seed would break reproducibility.
             raise FuncspaceError(
                 f"cannot seed parameters of {type(sub).__name__}; "
-                "only Linear, Conv1d/2d and BatchNorm1d/2d are supported"
+                "only Linear, Conv1d/2d, BatchNorm1d/2d, LayerNorm, MultiheadAttention and the "
+                "VisionTransformer's own tokens are supported"
             )
 
 
@@ -630,6 +655,283 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+# ------------------------------------------------------------------------- transformer
+
+#: Names accepted by the transformer's ``activation`` argument.
+TRANSFORMER_ACTIVATIONS = ("gelu", "relu")
+_VIT_POOLS = ("mean", "cls")
+_VIT_ATTENTIONS = ("hand", "torch")
+
+
+def _check_input_shape(input_shape: object) -> tuple[int, ...]:
+    if isinstance(input_shape, int) and not isinstance(input_shape, bool):
+        input_shape = (input_shape,)
+    shape = _check_widths("input_shape", input_shape)
+    if not 1 <= len(shape) <= 3:
+        raise FuncspaceError(
+            "input_shape must be (channels, height, width) for images, (channels, length) or "
+            f"(length,) for signals; got {input_shape!r}"
+        )
+    return (1, *shape) if len(shape) == 1 else shape
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out: ``softmax(Q K^T / sqrt(d_head)) V``, then ``W_O``.
+
+    Separate ``q``, ``k``, ``v`` and ``proj`` :class:`~torch.nn.Linear` layers; heads are split
+    with ``reshape``/``transpose`` around ``matmul``, as most public vision transformers do.
+
+    Parameters
+    ----------
+    dim : int
+        Width of the tokens in and out.
+    heads : int
+        Number of heads; must divide ``dim``.
+    bias : bool
+        Whether the four projections have biases.
+    """
+
+    def __init__(self, dim: int, heads: int, bias: bool = True) -> None:
+        super().__init__()
+        self.dim = check_int("dim", dim)
+        self.heads = check_int("heads", heads)
+        if self.dim % self.heads:
+            raise FuncspaceError(
+                f"heads={heads} must divide dim={dim}; choose dim as a multiple of heads"
+            )
+        self.head_dim = self.dim // self.heads
+        self.scale = self.head_dim**-0.5
+        self.q = nn.Linear(self.dim, self.dim, bias=bias)
+        self.k = nn.Linear(self.dim, self.dim, bias=bias)
+        self.v = nn.Linear(self.dim, self.dim, bias=bias)
+        self.proj = nn.Linear(self.dim, self.dim, bias=bias)
+
+    def _split(self, h: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+        """``(N, T, dim) -> (N, heads, T, head_dim)``."""
+        return h.reshape(n, -1, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        q, k, v = self._split(self.q(x), n), self._split(self.k(x), n), self._split(self.v(x), n)
+        scores = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        out = (scores @ v).transpose(1, 2).reshape(n, -1, self.dim)
+        return self.proj(out)
+
+
+class _TorchAttention(nn.Module):
+    """:class:`torch.nn.MultiheadAttention` as self-attention on batch-first tokens."""
+
+    def __init__(self, dim: int, heads: int, bias: bool = True) -> None:
+        super().__init__()
+        if dim % heads:
+            raise FuncspaceError(
+                f"heads={heads} must divide dim={dim}; choose dim as a multiple of heads"
+            )
+        self.mha = nn.MultiheadAttention(dim, heads, bias=bias, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``.
+
+    Parameters
+    ----------
+    dim : int
+        Width of the residual stream.
+    heads : int
+        Attention heads; must divide ``dim``.
+    mlp_dim : int
+        Hidden width of the feed-forward part ``Linear -> act -> Linear``.
+    activation : {"gelu", "relu"}
+        Nonlinearity of the feed-forward part.
+    attention : {"hand", "torch"}
+        :class:`SelfAttention` (written out) or :class:`torch.nn.MultiheadAttention`.
+    bias : bool
+        Whether the attention projections and the feed-forward layers have biases.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        activation: str = "gelu",
+        attention: str = "hand",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        check_int("dim", dim)
+        check_int("mlp_dim", mlp_dim)
+        check_choice("activation", activation, TRANSFORMER_ACTIVATIONS)
+        check_choice("attention", attention, _VIT_ATTENTIONS)
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn: nn.Module = (
+            SelfAttention(dim, heads, bias)
+            if attention == "hand"
+            else _TorchAttention(dim, heads, bias)
+        )
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_dim, bias=bias),
+            nn.GELU() if activation == "gelu" else nn.ReLU(),
+            nn.Linear(mlp_dim, dim, bias=bias),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class VisionTransformer(nn.Module):
+    """A small vision transformer whose tokens are patches of an image or segments of a signal.
+
+    ``patches -> Linear (patch embedding) [+ class token] + learned positions -> pre-LayerNorm
+    blocks -> LayerNorm -> mean over tokens (or the class token) -> Linear``. Images
+    ``(N, C, H, W)`` are cut into non-overlapping ``patch_size x patch_size`` squares, signals
+    ``(N, C, L)`` or ``(N, L)`` into segments of ``patch_size``; flattened inputs (``(N, C*H*W)``,
+    as the digits loader gives by default) are accepted too. The position embedding and the
+    class token are parameters, so a permutation of the residual stream is a symmetry of the
+    network (a fixed sinusoidal table would forbid it).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(channels, height, width)`` for images, ``(channels, length)`` or ``(length,)`` for
+        signals; default ``(1, 8, 8)``, the digits.
+    patch_size : int
+        Side of a square patch (images) or length of a segment (signals); must divide the
+        spatial sizes.
+    dim : int
+        Width of the residual stream.
+    depth : int
+        Number of :class:`TransformerBlock` (``0`` allowed).
+    heads : int
+        Attention heads per block; must divide ``dim``.
+    mlp_dim : int
+        Hidden width of each block's feed-forward part.
+    n_classes : int
+        Number of outputs.
+    activation : {"gelu", "relu"}
+        Nonlinearity of the feed-forward parts.
+    pool : {"mean", "cls"}
+        Mean of the final tokens, or a learned class token prepended to the patches.
+    attention : {"hand", "torch"}
+        ``"hand"``: :class:`SelfAttention`, attention written out with ``matmul`` (the default:
+        vmap-friendly, the evaluation engine batches it); ``"torch"``:
+        :class:`torch.nn.MultiheadAttention` (in eval mode its fused kernel has no
+        ``torch.func.vmap`` batching rule: batched evaluation runs it point by point, with a
+        warning from torch).
+    bias : bool
+        Whether the linear layers inside the blocks have biases (the patch embedding and the
+        head always do).
+    seed : int or None
+        Seed for a local generator that initialises the parameters; ``None`` uses the global
+        RNG. Linear layers follow PyTorch's default, ``nn.MultiheadAttention`` its own (Xavier
+        input projection, zero biases), LayerNorms start at one and zero, and the position
+        embedding and class token are drawn from ``N(0, 0.02^2)`` truncated at two standard
+        deviations, as in ViT.
+
+    Raises
+    ------
+    FuncspaceError
+        If a size is not a positive integer, ``heads`` does not divide ``dim``,
+        ``patch_size`` does not divide the spatial sizes, or a name is unknown.
+
+    Examples
+    --------
+    >>> model = VisionTransformer((1, 8, 8), patch_size=2, dim=16, depth=1, heads=2, seed=0)
+    >>> model(torch.zeros(3, 1, 8, 8)).shape, model(torch.zeros(3, 64)).shape
+    (torch.Size([3, 10]), torch.Size([3, 10]))
+    >>> VisionTransformer((40,), patch_size=4, dim=8, heads=2, seed=0)(torch.zeros(2, 40)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 8, 8),
+        patch_size: int = 2,
+        dim: int = 32,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_dim: int = 64,
+        n_classes: int = 10,
+        activation: str = "gelu",
+        pool: str = "mean",
+        attention: str = "hand",
+        bias: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = _check_input_shape(input_shape)
+        self.patch_size = check_int("patch_size", patch_size)
+        self.dim = check_int("dim", dim)
+        self.depth = check_int("depth", depth, minimum=0)
+        self.heads = check_int("heads", heads)
+        self.mlp_dim = check_int("mlp_dim", mlp_dim)
+        self.n_classes = check_int("n_classes", n_classes)
+        self.activation = check_choice("activation", activation, TRANSFORMER_ACTIVATIONS)
+        self.pool = check_choice("pool", pool, _VIT_POOLS)
+        self.attention = check_choice("attention", attention, _VIT_ATTENTIONS)
+        _check_seed(seed)
+        if self.dim % self.heads:
+            raise FuncspaceError(
+                f"heads={heads} must divide dim={dim}; choose dim as a multiple of heads"
+            )
+        channels, *spatial = self.input_shape
+        for side in spatial:
+            if side % self.patch_size:
+                divisors = [p for p in range(1, side + 1) if side % p == 0]
+                raise FuncspaceError(
+                    f"patch_size={patch_size} does not divide the input size {side} "
+                    f"(input_shape={tuple(input_shape)}); use one of {divisors}"
+                )
+        self._grid = tuple(side // self.patch_size for side in spatial)
+        self.n_patches = math.prod(self._grid)
+        self.patch_features = channels * self.patch_size ** len(spatial)
+        n_tokens = self.n_patches + (self.pool == "cls")
+        with _global_rng_untouched(seed):
+            self.embed = nn.Linear(self.patch_features, self.dim)
+            self.cls_token = (
+                nn.Parameter(_token_init(torch.empty(1, 1, self.dim)))
+                if self.pool == "cls"
+                else None
+            )
+            self.pos = nn.Parameter(_token_init(torch.empty(1, n_tokens, self.dim)))
+            self.blocks = nn.Sequential(
+                *(
+                    TransformerBlock(
+                        self.dim, self.heads, self.mlp_dim, self.activation, self.attention, bias
+                    )
+                    for _ in range(self.depth)
+                )
+            )
+            self.norm = nn.LayerNorm(self.dim)
+            self.head = nn.Linear(self.dim, self.n_classes)
+        if seed is not None:
+            _reinit_(self, seed)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs ``(N, *input_shape)`` (or flattened) to tokens ``(N, n_patches, features)``."""
+        c, p = self.input_shape[0], self.patch_size
+        n = x.shape[0]
+        if len(self._grid) == 2:
+            gh, gw = self._grid
+            x = x.reshape(n, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+        else:
+            x = x.reshape(n, c, self._grid[0], p).permute(0, 2, 1, 3)
+        return x.reshape(n, self.n_patches, self.patch_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(self.patches(x))
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), h], dim=1)
+        h = self.norm(self.blocks(h + self.pos))
+        h = h[:, 0] if self.cls_token is not None else h.mean(dim=1)
+        return self.head(h)
+
+
 # --------------------------------------------------------------------------- registry
 
 _REGISTRY: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType(
@@ -640,6 +942,7 @@ _REGISTRY: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType(
         "vgg_small": vgg_small,
         "residual_mlp": ResidualMLP,
         "resnet": ResNet,
+        "vit": VisionTransformer,
     }
 )
 
@@ -649,7 +952,7 @@ def build(name: str, **kwargs: object) -> nn.Module:
 
     Parameters
     ----------
-    name : {"mlp", "cnn", "lenet", "vgg_small", "residual_mlp", "resnet"}
+    name : {"mlp", "cnn", "lenet", "vgg_small", "residual_mlp", "resnet", "vit"}
         Which constructor to call.
     **kwargs
         Passed on to the constructor (including ``seed``).

@@ -25,12 +25,24 @@ symmetries used are
 * a translation ``t`` of a convolution bias read only by a BatchNorm, absorbed in
   ``running_mean + t``;
 * sign flips of odd activations (hardtanh, softsign), and non-zero scales of units no
-  nonlinearity touches (a linear bottleneck, the residual stream of a pre-activation network).
+  nonlinearity touches (a linear bottleneck, the residual stream of a pre-activation network);
+* in transformers: a permutation of the residual stream through every LayerNorm (LayerNorm is
+  permutation-equivariant; its gain and bias permute, so do the class token and position
+  embedding held as parameters, and a token embedding tied to the output layer takes one
+  permutation), a non-zero scale per feature shared by a LayerNorm's gain and bias and the
+  columns of its readers, whole heads permuted as blocks (query, key and value rows and the
+  output projection's columns), inside each head one permutation of the query and key
+  features and one of the value features with a non-zero scale per value feature (attention
+  mixes tokens, not features). The continuous per-head groups (``W_Q -> A W_Q``,
+  ``W_K -> A^-T W_K``; ``W_V -> B W_V``, ``W_O,h -> W_O,h B^-1``) are true symmetries too but
+  are not used here.
 
-``ZOO`` holds the fifteen entries; ``EXTRAS`` holds further true symmetries of some entries that
-lie outside the permutation/scale/BatchNorm families above (bias exchanges between the two
-summands of a residual addition, a bias shift absorbed by a 1x1 convolution, the logit shift of
-``log_softmax``, the full linear group of an eval-mode linear bottleneck).
+``ZOO`` holds the eighteen entries (the last three are transformers, one on token ids);
+``EXTRAS`` holds further true symmetries of some entries that lie outside the
+permutation/scale/BatchNorm families above (bias exchanges between the two summands of a
+residual addition, a bias shift absorbed by a 1x1 convolution, the logit shift of
+``log_softmax``, the full linear group of an eval-mode linear bottleneck, the invertible maps of
+each attention head, the key bias and the value bias folded into the output bias).
 """
 
 from __future__ import annotations
@@ -908,11 +920,404 @@ class AssertingCNN(nn.Module):
         return self.fc2(x)
 
 
+class PatchEmbed(nn.Module):
+    """Image to patch tokens in the style of timm ``layers/patch_embed.py``: a strided conv.
+
+    Parameters
+    ----------
+    img_size, patch_size : int
+        Side of the square image and of a patch.
+    in_chans, embed_dim : int
+        Input channels and token width.
+    """
+
+    def __init__(
+        self, img_size: int = 8, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 8
+    ):
+        super().__init__()
+        self.img_size = (img_size, img_size)
+        self.num_patches = (img_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, H, W = x.shape
+        assert H == self.img_size[0] and W == self.img_size[1], (
+            f"Input size ({H}*{W}) doesn't match model ({self.img_size[0]}*{self.img_size[1]})."
+        )
+        x = self.proj(x).flatten(2).transpose(1, 2)  # BCHW -> BNC
+        return x
+
+
+class TimmAttention(nn.Module):
+    """Self-attention of timm ``models/vision_transformer.py``: one packed ``qkv`` projection,
+    ``reshape(B, N, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)``, queries scaled
+    before ``q @ k.transpose(-2, -1)``.
+
+    Parameters
+    ----------
+    dim : int
+        Token width.
+    num_heads : int
+        Heads; must divide ``dim`` (asserted, as timm does).
+    qkv_bias : bool
+        Whether the packed projection has a bias.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 2, qkv_bias: bool = True) -> None:
+        super().__init__()
+        assert dim % num_heads == 0, "dim should be divisible by num_heads"
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(0.1)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        x = attn @ v
+        x = x.transpose(1, 2).reshape(B, N, C)
+        x = self.proj(x)
+        x = self.proj_drop(x)
+        return x
+
+
+class TimmMlp(nn.Module):
+    """timm's ``Mlp``: ``fc1 -> GELU -> Dropout -> fc2 -> Dropout``."""
+
+    def __init__(self, in_features: int, hidden_features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(0.1)
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop2 = nn.Dropout(0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class TimmBlock(nn.Module):
+    """timm's pre-norm ``Block`` (no LayerScale, no drop path)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = TimmAttention(dim, num_heads=num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = TimmMlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+
+class TimmViT(nn.Module):
+    """A two-block vision transformer in the style of timm ``models/vision_transformer.py``.
+
+    Conv patch embedding, a class token concatenated in front, a learned position embedding
+    (``nn.Parameter``) added, pre-norm blocks, a final LayerNorm and a head on the class token.
+    ``torch.fx.symbolic_trace`` cannot trace it: ``B, N, C = x.shape`` and the size assert.
+
+    Parameters
+    ----------
+    img_size, patch_size, in_chans, embed_dim, depth, num_heads : int
+        As timm's.
+    num_classes : int
+        Number of outputs.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 8,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 8,
+        depth: int = 2,
+        num_heads: int = 2,
+        num_classes: int = 5,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(p=0.1)
+        self.blocks = nn.Sequential(*[TimmBlock(embed_dim, num_heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        x = self.blocks(x)
+        x = self.norm(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.forward_features(x)
+        return self.head(x[:, 0])
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal attention as small GPT ports write it: separate ``q_proj``, ``k_proj``,
+    ``v_proj``, heads by ``view``/``transpose``, ``F.scaled_dot_product_attention(...,
+    is_causal=True)``, ``o_proj``.
+
+    Parameters
+    ----------
+    n_embd, n_head : int
+        Width and heads.
+    bias : bool
+        Whether the projections have biases.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, bias: bool = True) -> None:
+        super().__init__()
+        assert n_embd % n_head == 0
+        self.n_head = n_head
+        self.q_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.k_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.v_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.o_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = 0.1
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.size()
+        q = self.q_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.o_proj(y)
+
+
+class GPTBlock(nn.Module):
+    """Pre-norm GPT block with GPT-2's tanh-approximated GELU, called functionally."""
+
+    def __init__(self, n_embd: int, n_head: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.c_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        return x
+
+
+class TinyGPT(nn.Module):
+    """A decoder on token ids in the style of minGPT: token embedding, a position embedding held
+    as ``nn.Parameter`` and sliced to the length, causal blocks, ``ln_f`` and an output layer
+    tied to the token embedding; returns the next-token logits of the last position (with two
+    blocks, so that the causal mask matters to them).
+
+    Parameters
+    ----------
+    vocab_size, block_size, n_embd, n_head, n_layer : int
+        Vocabulary, longest sequence, width, heads, blocks.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 11,
+        block_size: int = 6,
+        n_embd: int = 8,
+        n_head: int = 2,
+        n_layer: int = 2,
+    ) -> None:
+        super().__init__()
+        self.block_size = block_size
+        self.tok_emb = nn.Embedding(vocab_size, n_embd)
+        self.pos_emb = nn.Parameter(torch.zeros(1, block_size, n_embd))
+        self.drop = nn.Dropout(0.1)
+        self.blocks = nn.ModuleList([GPTBlock(n_embd, n_head) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the token embedding with the output layer (Hugging Face's name for it)."""
+        self.head.weight = self.tok_emb.weight
+
+    def forward(self, idx: Tensor) -> Tensor:
+        b, t = idx.size()
+        assert t <= self.block_size, "Cannot forward, model block size is exhausted."
+        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :t, :])
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_f(x)
+        return self.head(x[:, -1, :])
+
+
+class Rearrange(nn.Module):
+    """einops' ``Rearrange('b c (h p1) (w p2) -> b (h w) (p1 p2 c)')`` layer, written out.
+
+    Parameters
+    ----------
+    p1, p2 : int
+        Patch height and width.
+    """
+
+    def __init__(self, p1: int, p2: int) -> None:
+        super().__init__()
+        self.p1, self.p2 = p1, p2
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, hh, ww = x.shape
+        h, w = hh // self.p1, ww // self.p2
+        x = x.reshape(b, c, h, self.p1, w, self.p2).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, h * w, self.p1 * self.p2 * c)
+
+
+class FeedForward(nn.Module):
+    """lucidrains/vit-pytorch ``FeedForward``: its own pre-LayerNorm inside an ``nn.Sequential``."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class LucidAttention(nn.Module):
+    """lucidrains/vit-pytorch ``Attention``: a LayerNorm inside, ``to_qkv`` without bias split by
+    ``chunk(3, dim=-1)``, heads of ``dim_head`` (``heads * dim_head`` need not equal ``dim``),
+    ``nn.Softmax`` as a module, ``to_out`` in an ``nn.Sequential`` (einops replaced by
+    ``reshape``/``transpose``)."""
+
+    def __init__(self, dim: int, heads: int = 2, dim_head: int = 3, dropout: float = 0.0):
+        super().__init__()
+        inner_dim = dim_head * heads
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        self.norm = nn.LayerNorm(dim)
+        self.attend = nn.Softmax(dim=-1)
+        self.dropout = nn.Dropout(dropout)
+        self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm(x)
+        qkv = self.to_qkv(x).chunk(3, dim=-1)
+        b, n, _ = x.shape
+        q, k, v = map(lambda t: t.reshape(b, n, self.heads, -1).transpose(1, 2), qkv)
+        dots = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        attn = self.attend(dots)
+        attn = self.dropout(attn)
+        out = torch.matmul(attn, v)
+        out = out.transpose(1, 2).reshape(b, n, -1)
+        return self.to_out(out)
+
+
+class LucidTransformer(nn.Module):
+    """lucidrains/vit-pytorch ``Transformer``: ``ModuleList`` of ``[attn, ff]`` pairs, residuals
+    written ``attn(x) + x``, a final LayerNorm."""
+
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList([])
+        for _ in range(depth):
+            self.layers.append(
+                nn.ModuleList(
+                    [LucidAttention(dim, heads=heads, dim_head=dim_head), FeedForward(dim, mlp_dim)]
+                )
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for attn, ff in self.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+        return self.norm(x)
+
+
+class LucidViT(nn.Module):
+    """lucidrains/vit-pytorch ``ViT``: patches rearranged, LayerNorm on the raw patch, Linear,
+    LayerNorm; class token and position embedding as ``nn.Parameter`` (``x +=`` in place);
+    mean pooling; ``mlp_head``.
+
+    Parameters
+    ----------
+    image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, channels, dim_head : int
+        As vit-pytorch's.
+    pool : str
+        ``"cls"`` or ``"mean"``.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 8,
+        patch_size: int = 4,
+        num_classes: int = 5,
+        dim: int = 8,
+        depth: int = 2,
+        heads: int = 2,
+        mlp_dim: int = 12,
+        pool: str = "mean",
+        channels: int = 3,
+        dim_head: int = 3,
+    ) -> None:
+        super().__init__()
+        num_patches = (image_size // patch_size) ** 2
+        patch_dim = channels * patch_size * patch_size
+        self.to_patch_embedding = nn.Sequential(
+            Rearrange(patch_size, patch_size),
+            nn.LayerNorm(patch_dim),
+            nn.Linear(patch_dim, dim),
+            nn.LayerNorm(dim),
+        )
+        self.pos_embedding = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dropout = nn.Dropout(0.1)
+        self.transformer = LucidTransformer(dim, depth, heads, dim_head, mlp_dim)
+        self.pool = pool
+        self.to_latent = nn.Identity()
+        self.mlp_head = nn.Linear(dim, num_classes)
+
+    def forward(self, img: Tensor) -> Tensor:
+        x = self.to_patch_embedding(img)
+        b, n, _ = x.shape
+        cls_tokens = self.cls_token.expand(b, -1, -1)  # einops: repeat '1 1 d -> b 1 d'
+        x = torch.cat((cls_tokens, x), dim=1)
+        x += self.pos_embedding[:, : (n + 1)]
+        x = self.dropout(x)
+        x = self.transformer(x)
+        x = x.mean(dim=1) if self.pool == "mean" else x[:, 0]
+        x = self.to_latent(x)
+        return self.mlp_head(x)
+
+
 # --------------------------------------------------------------------------------------------
 # Building: meta-device construction (no global RNG), then every tensor from a seeded generator
 # --------------------------------------------------------------------------------------------
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+# Parameters the transformers hold directly (not inside a layer): class tokens and position
+# embeddings.
+_TOKEN_PARAMETERS = ("cls_token", "pos_embed", "pos_emb", "pos_embedding")
 
 
 def _randomize(model: nn.Module, gen: torch.Generator) -> None:
@@ -920,6 +1325,8 @@ def _randomize(model: nn.Module, gen: torch.Generator) -> None:
 
     Convolutions and linear layers: weight and bias ``randn / sqrt(fan_in)``. BatchNorms:
     weight and bias ``randn``, ``running_mean ~ randn``, ``running_var ~ 0.5 + rand``.
+    LayerNorms (weight and bias), embeddings and the transformers' own token parameters
+    (:data:`_TOKEN_PARAMETERS`): ``randn``. A weight tied to an embedding is filled once.
     """
     filled: set[int] = set()
 
@@ -934,7 +1341,8 @@ def _randomize(model: nn.Module, gen: torch.Generator) -> None:
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 fan_in = m.weight[0].numel()
-                fill(m.weight, randn(m.weight) / math.sqrt(fan_in))
+                if id(m.weight) not in filled:  # an output layer tied to an embedding
+                    fill(m.weight, randn(m.weight) / math.sqrt(fan_in))
                 if m.bias is not None:
                     fill(m.bias, randn(m.bias) / math.sqrt(fan_in))
             elif isinstance(m, _BATCHNORMS):
@@ -946,6 +1354,15 @@ def _randomize(model: nn.Module, gen: torch.Generator) -> None:
                     0.5 + torch.rand(m.running_var.shape, generator=gen, dtype=DTYPE),
                 )
                 fill(m.num_batches_tracked, torch.zeros_like(m.num_batches_tracked))
+            elif isinstance(m, nn.LayerNorm):
+                fill(m.weight, randn(m.weight))
+                fill(m.bias, randn(m.bias))
+            elif isinstance(m, nn.Embedding):
+                fill(m.weight, randn(m.weight))
+            for name in _TOKEN_PARAMETERS:
+                t = getattr(m, name, None)
+                if isinstance(t, nn.Parameter) and name in m._parameters:
+                    fill(t, randn(t))
     missed = [
         name
         for name, t in [*model.named_parameters(), *model.named_buffers()]
@@ -960,6 +1377,8 @@ def _build(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.device("meta"):
         model = factory()
     model = model.to_empty(device="cpu").to(DTYPE)
+    if hasattr(model, "tie_weights"):  # to_empty unties shared weights, as after from_pretrained
+        model.tie_weights()
     _randomize(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
@@ -1545,6 +1964,116 @@ def _move_asserting(model: nn.Module, gen: torch.Generator) -> nn.Module:
     return e.result()
 
 
+def _permute_last_axis(e: _Moved, p: Tensor, keys: Iterable[str]) -> None:
+    """Permute the features (last axis) of parameters held directly: class tokens, positions."""
+    for key in keys:
+        e.state[key] = e.state[key][..., p]
+
+
+def _heads(e: _Moved, count: int, width: int) -> tuple[Tensor, Tensor]:
+    """One random head order and, inside every head, its own permutation of the query-key
+    features and of the value features: indices over ``count * width`` units."""
+    order = e.perm(count)
+    qk = torch.cat([h * width + e.perm(width) for h in order.tolist()])
+    vo = torch.cat([h * width + e.perm(width) for h in order.tolist()])
+    return qk, vo
+
+
+def _move_timm_vit(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    d = model.norm.normalized_shape[0]
+    blocks = [f"blocks.{i}" for i in range(len(model.blocks))]
+    # Residual stream: every writer's rows, every LayerNorm's gain and bias, the class token
+    # and position embedding, every reader's columns; LayerNorm is permutation-equivariant.
+    writers = ["patch_embed.proj", *(f"{b}.attn.proj" for b in blocks)]
+    writers += [f"{b}.mlp.fc2" for b in blocks]
+    norms = [f"{b}.norm{j}" for b in blocks for j in (1, 2)] + ["norm"]
+    readers = [f"{b}.attn.qkv" for b in blocks] + [f"{b}.mlp.fc1" for b in blocks] + ["head"]
+    p = e.perm(d)
+    e.permute(p, rows=writers + norms, cols=readers)
+    _permute_last_axis(e, p, ["cls_token", "pos_embed"])
+    for b in blocks:
+        # A LayerNorm's gain and bias share a factor a != 0 per feature with its readers.
+        e.scale(e.nonzero(d), rows=[f"{b}.norm1"], cols=[f"{b}.attn.qkv"])
+        e.scale(e.nonzero(d), rows=[f"{b}.norm2"], cols=[f"{b}.mlp.fc1"])
+        # Heads as whole blocks of the packed q | k | v rows; inside each head the query and
+        # key features by one permutation, the value features with proj's columns, and a
+        # scale a != 0 per value feature (attention mixes tokens, not features).
+        attn = model.get_submodule(f"{b}.attn")
+        qk, vo = _heads(e, attn.num_heads, attn.head_dim)
+        qkv = f"{b}.attn.qkv"
+        e.permute(qk, rows=[At(qkv, 0), At(qkv, d)])
+        e.permute(vo, rows=[At(qkv, 2 * d)], cols=[f"{b}.attn.proj"])
+        e.scale(e.nonzero(d), rows=[At(qkv, 2 * d)], cols=[f"{b}.attn.proj"])
+        # GELU hidden units: permutations only.
+        hidden = model.get_submodule(f"{b}.mlp.fc1").out_features
+        e.permute(e.perm(hidden), rows=[f"{b}.mlp.fc1"], cols=[f"{b}.mlp.fc2"])
+    e.scale(e.nonzero(d), rows=["norm"], cols=["head"])
+    return e.result()
+
+
+def _move_gpt(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    d = model.ln_f.normalized_shape[0]
+    blocks = [f"blocks.{i}" for i in range(len(model.blocks))]
+    writers = [f"{b}.attn.o_proj" for b in blocks] + [f"{b}.c_proj" for b in blocks]
+    norms = [f"{b}.ln_{j}" for b in blocks for j in (1, 2)] + ["ln_f"]
+    readers = [f"{b}.attn.{n}_proj" for b in blocks for n in "qkv"] + [f"{b}.c_fc" for b in blocks]
+    # The token embedding writes the stream with its columns and, tied, the output layer
+    # reads it with the same columns: one permutation for both names of the one tensor.
+    p = e.perm(d)
+    e.permute(p, rows=writers + norms, cols=[*readers, "tok_emb", "head"])
+    _permute_last_axis(e, p, ["pos_emb"])
+    for b in blocks:
+        qkv = [f"{b}.attn.{n}_proj" for n in "qkv"]
+        e.scale(e.nonzero(d), rows=[f"{b}.ln_1"], cols=qkv)
+        e.scale(e.nonzero(d), rows=[f"{b}.ln_2"], cols=[f"{b}.c_fc"])
+        n_head = model.get_submodule(f"{b}.attn").n_head
+        qk, vo = _heads(e, n_head, d // n_head)
+        e.permute(qk, rows=qkv[:2])
+        e.permute(vo, rows=[qkv[2]], cols=[f"{b}.attn.o_proj"])
+        e.scale(e.nonzero(d), rows=[qkv[2]], cols=[f"{b}.attn.o_proj"])
+        hidden = model.get_submodule(f"{b}.c_fc").out_features
+        e.permute(e.perm(hidden), rows=[f"{b}.c_fc"], cols=[f"{b}.c_proj"])
+    # ln_f keeps its scales: its reader is tied to the embedding, a writer of the stream.
+    return e.result()
+
+
+def _move_lucid_vit(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    d = model.mlp_head.in_features
+    layers = [f"transformer.layers.{i}" for i in range(len(model.transformer.layers))]
+    # Residual stream: the patch Linear's rows and the LayerNorm after it (its output is the
+    # stream), every writer's rows, the LayerNorms inside attention and feed-forward and the
+    # final one, the class token and position embedding, every reader's columns.
+    writers = ["to_patch_embedding.2", "to_patch_embedding.3"]
+    writers += [f"{b}.0.to_out.0" for b in layers] + [f"{b}.1.net.4" for b in layers]
+    norms = [f"{b}.0.norm" for b in layers] + [f"{b}.1.net.0" for b in layers]
+    norms.append("transformer.norm")
+    readers = [f"{b}.0.to_qkv" for b in layers] + [f"{b}.1.net.1" for b in layers]
+    p = e.perm(d)
+    e.permute(p, rows=writers + norms, cols=[*readers, "mlp_head"])
+    _permute_last_axis(e, p, ["cls_token", "pos_embedding"])
+    # Each LayerNorm read by a layer shares a factor a != 0 per feature with its reader (the
+    # one on the raw patches too); the LayerNorm after the patch Linear writes the stream.
+    patch_dim = model.to_patch_embedding[1].normalized_shape[0]
+    e.scale(e.nonzero(patch_dim), rows=["to_patch_embedding.1"], cols=["to_patch_embedding.2"])
+    for b in layers:
+        e.scale(e.nonzero(d), rows=[f"{b}.0.norm"], cols=[f"{b}.0.to_qkv"])
+        e.scale(e.nonzero(d), rows=[f"{b}.1.net.0"], cols=[f"{b}.1.net.1"])
+        attn = model.get_submodule(f"{b}.0")
+        inner = attn.to_qkv.out_features // 3
+        qk, vo = _heads(e, attn.heads, inner // attn.heads)
+        qkv, out = f"{b}.0.to_qkv", f"{b}.0.to_out.0"
+        e.permute(qk, rows=[At(qkv, 0), At(qkv, inner)])
+        e.permute(vo, rows=[At(qkv, 2 * inner)], cols=[out])
+        e.scale(e.nonzero(inner), rows=[At(qkv, 2 * inner)], cols=[out])
+        hidden = model.get_submodule(f"{b}.1.net.1").out_features
+        e.permute(e.perm(hidden), rows=[f"{b}.1.net.1"], cols=[f"{b}.1.net.4"])
+    e.scale(e.nonzero(d), rows=["transformer.norm"], cols=["mlp_head"])
+    return e.result()
+
+
 # --------------------------------------------------------------------------------------------
 # Extra true symmetries outside the families above
 # --------------------------------------------------------------------------------------------
@@ -1662,6 +2191,77 @@ def _extra_log_softmax_shift(model: nn.Module, gen: torch.Generator) -> nn.Modul
     return e.result()
 
 
+def _invertible(n: int, gen: torch.Generator) -> Tensor:
+    """A random well-conditioned invertible ``n x n`` matrix: orthogonal times ``exp(U[-1, 1])``."""
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=DTYPE))
+    return q * torch.exp(2.0 * torch.rand(n, generator=gen, dtype=DTYPE) - 1.0)
+
+
+def _head_linear_maps(e: _Moved, q: At, k: At, v: At, out: str, count: int, width: int) -> None:
+    """Per head ``h``: ``W_Q,h -> A W_Q,h``, ``W_K,h -> A^-T W_K,h`` (biases with them),
+    ``W_V,h -> B W_V,h`` and the output projection's columns ``W_O,h -> W_O,h B^-1``."""
+    s = e.state
+    for h in range(count):
+        a, b = _invertible(width, e.gen), _invertible(width, e.gen)
+        maps = ((q, a), (k, torch.linalg.inv(a).T), (v, b))
+        for site, m in maps:
+            rows = slice(site.offset + h * width, site.offset + (h + 1) * width)
+            for part in ("weight", "bias"):
+                key = f"{site.name}.{part}"
+                if key in s:
+                    t = s[key].clone()
+                    t[rows] = m @ t[rows]
+                    s[key] = t
+        cols = slice(h * width, (h + 1) * width)
+        w = s[out + ".weight"].clone()
+        w[:, cols] = w[:, cols] @ torch.linalg.inv(b)
+        s[out + ".weight"] = w
+
+
+def _extra_gpt_head_linear_maps(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    for i, block in enumerate(model.blocks):
+        a = f"blocks.{i}.attn"
+        width = block.attn.q_proj.out_features // block.attn.n_head
+        sites = (At(f"{a}.q_proj"), At(f"{a}.k_proj"), At(f"{a}.v_proj"))
+        _head_linear_maps(e, *sites, f"{a}.o_proj", block.attn.n_head, width)
+    return e.result()
+
+
+def _extra_timm_head_linear_maps(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    d = model.norm.normalized_shape[0]
+    for i, block in enumerate(model.blocks):
+        qkv, attn = f"blocks.{i}.attn.qkv", block.attn
+        sites = (At(qkv, 0), At(qkv, d), At(qkv, 2 * d))
+        _head_linear_maps(e, *sites, f"blocks.{i}.attn.proj", attn.num_heads, attn.head_dim)
+    return e.result()
+
+
+def _extra_lucid_head_linear_maps(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    for i, (attn, _) in enumerate(model.transformer.layers):
+        a = f"transformer.layers.{i}.0"
+        inner = attn.to_qkv.out_features // 3
+        sites = (At(f"{a}.to_qkv", 0), At(f"{a}.to_qkv", inner), At(f"{a}.to_qkv", 2 * inner))
+        _head_linear_maps(e, *sites, f"{a}.to_out.0", attn.heads, inner // attn.heads)
+    return e.result()
+
+
+def _extra_gpt_attention_biases(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    e = _Moved(model, gen)
+    for i in range(len(model.blocks)):
+        a = f"blocks.{i}.attn"
+        d = e.state[f"{a}.k_proj.bias"].numel()
+        e.state[f"{a}.k_proj.bias"] = e.state[f"{a}.k_proj.bias"] + e.normal(d)
+        u = e.normal(d)
+        e.state[f"{a}.v_proj.bias"] = e.state[f"{a}.v_proj.bias"] + u
+        e.state[f"{a}.o_proj.bias"] = (
+            e.state[f"{a}.o_proj.bias"] - e.state[f"{a}.o_proj.weight"] @ u
+        )
+    return e.result()
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
@@ -1685,6 +2285,9 @@ class ZooEntry:
         copy, which it returns; the input model is untouched.
     symmetry : str
         One line: which group element ``transform`` applies and why it is a symmetry.
+    vocab : int or None
+        For models on token ids: the vocabulary size; ``example_input`` then draws integer
+        ids in ``[0, vocab)``. ``None``: float inputs.
     """
 
     name: str
@@ -1692,6 +2295,7 @@ class ZooEntry:
     build: Callable[[int], nn.Module]
     transform: Callable[[nn.Module, torch.Generator], nn.Module]
     symmetry: str
+    vocab: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1856,9 +2460,69 @@ ZOO: tuple[ZooEntry, ...] = (
         "conv->BN a!=0, ReLU c>0; output streams (bn3 + shortcut BN) permuted and scaled; whole "
         "blocks swap (conv1/bn1 rows in runs of a, conv2/bn2 rows and conv3 columns in runs of b)",
     ),
+    ZooEntry(
+        "vit_timm",
+        _IMG,
+        lambda seed: _build(TimmViT, seed),
+        _move_timm_vit,
+        "residual stream permuted through every LayerNorm (conv patch embedding rows, class "
+        "token, position embedding, proj/fc2 rows, readers' columns); LayerNorm gains share "
+        "a!=0 with their readers; heads swap as blocks of the packed qkv rows; query-key "
+        "features permute together, value features with proj's columns and scale a!=0; GELU "
+        "units permute",
+    ),
+    ZooEntry(
+        "vit_lucidrains",
+        _IMG,
+        lambda seed: _build(LucidViT, seed),
+        _move_lucid_vit,
+        "residual stream permuted through every LayerNorm (patch Linear rows and the LayerNorm "
+        "after it, to_out/net.4 rows, class token, position embedding, readers' columns); "
+        "LayerNorm gains share a!=0 with their readers (the raw-patch one too); heads of "
+        "dim_head=3 != dim/heads swap as blocks of the chunked to_qkv rows; query-key and "
+        "value features (value a!=0) inside heads; GELU units permute",
+    ),
+    ZooEntry(
+        "gpt_tied",
+        (5,),
+        lambda seed: _build(TinyGPT, seed),
+        _move_gpt,
+        "token ids; residual stream permuted through every LayerNorm (tied embedding/output "
+        "columns once, sliced position Parameter, o_proj/c_proj rows, readers' columns); ln_1 "
+        "and ln_2 gains share a!=0 with their readers (not ln_f: its reader is tied); heads, "
+        "query-key and value features (value a!=0) as in vit_timm; GELU units permute",
+        vocab=11,
+    ),
 )
 
 EXTRAS: tuple[ExtraElement, ...] = (
+    ExtraElement(
+        "gpt_tied",
+        "head_linear_maps",
+        _extra_gpt_head_linear_maps,
+        "per head: W_Q -> A W_Q, W_K -> A^-T W_K (biases too) keep the scores, W_V -> B W_V "
+        "with o_proj's columns W_O,h B^-1 keep the output; A, B random invertible",
+    ),
+    ExtraElement(
+        "vit_timm",
+        "head_linear_maps",
+        _extra_timm_head_linear_maps,
+        "the same per-head invertible maps on the q, k and v blocks of the packed qkv rows",
+    ),
+    ExtraElement(
+        "vit_lucidrains",
+        "head_linear_maps",
+        _extra_lucid_head_linear_maps,
+        "the same per-head invertible maps on the chunks of to_qkv (no bias; heads of "
+        "dim_head=3, inner width 6 != dim 8) and to_out's columns",
+    ),
+    ExtraElement(
+        "gpt_tied",
+        "attention_biases",
+        _extra_gpt_attention_biases,
+        "key bias + u adds q.u to every score of a query (softmax ignores it); value bias + u "
+        "adds u to every output (attention rows sum to 1), taken back by o_proj bias - W_O u",
+    ),
     ExtraElement(
         "resnet20_b",
         "residual_bias_exchange",
@@ -1910,7 +2574,8 @@ def entry(name: str) -> ZooEntry:
 
 
 def example_input(entry: ZooEntry, seed: int = 0, batch: int = 8) -> Tensor:
-    """A float64 standard-normal batch for ``entry``, from its own generator.
+    """A float64 standard-normal batch for ``entry`` (token ids for an entry with a ``vocab``),
+    from its own generator.
 
     Parameters
     ----------
@@ -1924,7 +2589,9 @@ def example_input(entry: ZooEntry, seed: int = 0, batch: int = 8) -> Tensor:
     Returns
     -------
     Tensor
-        Shape ``(batch, *entry.input_shape)``.
+        Shape ``(batch, *entry.input_shape)``; float64, or int64 ids in ``[0, entry.vocab)``.
     """
     gen = torch.Generator().manual_seed(seed)
+    if entry.vocab is not None:
+        return torch.randint(0, entry.vocab, (batch, *entry.input_shape), generator=gen)
     return torch.randn((batch, *entry.input_shape), generator=gen, dtype=DTYPE)

@@ -158,3 +158,17 @@ def test_apply_carries_an_alignment_to_another_checkpoint_and_refuses_other_shap
     assert relative_difference(eval_outputs(later, x), eval_outputs(carried, x)) < 1e-12
     with pytest.raises(C.SymmetryError, match="apply needs a model of the aligned"):
         result.apply(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double())
+
+
+@pytest.mark.parametrize("method", ["cosine", "weights", "activations"])
+def test_signs_outside_every_permutation_group_are_recovered(method):
+    """A LayerNorm over the raw inputs: its output features keep their order (the inputs do not
+    permute) but each has a free scale and sign, shared by its gain, bias and the Linear reading
+    it. Every method settles those signs (the activations method from the weights: there is no
+    group whose activations it could match)."""
+    model = nn.Sequential(nn.LayerNorm(5), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    x = torch.randn(50, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for seed in range(4):
+        moved = C.random_transform(model, x, seed=seed)
+        result = C.match(moved, model, x, method=method)
+        assert_same_normalized(result.model, model, result.spec)

@@ -4,7 +4,9 @@ The zoo (``tests/zoo.py``: VGG11-BN, ResNet-20 with option-A and option-B shortc
 pre-activation ResNet, a WideResNet block with dropout between conv and BatchNorm, MobileNetV2
 blocks, a DenseNet block, an Inception block, an SE block, an MLP holding its loss module, a CNN
 ending in log_softmax, GELU and SiLU/hardtanh/softsign MLPs, a CNN whose forward asserts on
-shapes, a ResNeXt with grouped convolutions), float64, random weights and BatchNorm statistics.
+shapes, a ResNeXt with grouped convolutions; transformers in the styles of timm, vit-pytorch and
+minGPT, the last on token ids with a tied output layer), float64, random weights and BatchNorm
+statistics.
 Each property draws the architecture, its weights and a group element; the hand-written element
 of each family comes from the mathematics of its layers, independently of discovery, and catches
 a group that is too narrow.
@@ -21,7 +23,7 @@ import canonicalize as C
 from canonicalize.verify import eval_outputs, relative_difference
 from tests.canonicalize.test_properties import assert_same_normalized, assert_same_state
 from tests.strategies import group_seeds
-from tests.zoo import ZOO, example_input
+from tests.zoo import EXTRAS, ZOO, entry, example_input
 
 entries = st.sampled_from(ZOO)
 model_seeds = st.integers(0, 2**16)
@@ -76,7 +78,27 @@ def test_torus_round_trip_and_zero_geodesic_distance_within_a_class(entry, model
 
 
 def test_every_entry_describes_its_group_readably():
-    for entry in ZOO:
-        model, x = _case(entry, 0)
+    for zoo_entry in ZOO:
+        model, x = _case(zoo_entry, 0)
         text = str(C.symmetries(model, x))
-        assert text.startswith("SymmetrySpec:") and "group 0:" in text, entry.name
+        assert text.startswith("SymmetrySpec:") and "group 0:" in text, zoo_entry.name
+
+
+# The extra elements (tests/zoo.py's EXTRAS) that canonicalize claims to divide out: each head's
+# invertible maps, the key bias and the value bias folded into the output bias.
+DIVIDED_OUT = ("head_linear_maps", "attention_biases")
+
+
+@pytest.mark.parametrize("model_seed", [0, 1])
+@pytest.mark.parametrize(
+    "extra",
+    [x for x in EXTRAS if x.name in DIVIDED_OUT],
+    ids=lambda x: f"{x.entry}-{x.name}",
+)
+def test_hand_written_attention_extras_are_divided_out(extra, model_seed):
+    """Per-head maps and bias shifts written from the mathematics, not drawn by canonicalize:
+    the canonical form does not move, and weight matching takes the copy back exactly."""
+    model, x = _case(entry(extra.entry), model_seed)
+    moved = extra.transform(model, torch.Generator().manual_seed(model_seed + 5))
+    assert_same_state(C.canonical_form(model, x), C.canonical_form(moved, x))
+    assert_same_state(C.align(moved, model, x, method="weights"), model, tol=1e-7)

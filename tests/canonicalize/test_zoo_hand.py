@@ -38,6 +38,9 @@ REQUIRED = (
     "silu_tanh_mlp",
     "asserting_cnn",
     "resnext_block",
+    "vit_timm",
+    "vit_lucidrains",
+    "gpt_tied",
 )
 KEEP_TOL = 1e-10
 
@@ -111,7 +114,8 @@ def test_model_is_float64_eval_seeded_and_runs(zoo_entry: ZooEntry) -> None:
     rng = torch.random.get_rng_state()
     model = zoo_entry.build(0)
     x = example_input(zoo_entry)
-    assert x.dtype == torch.float64 and x.shape == (8, *zoo_entry.input_shape)
+    assert x.dtype == (torch.float64 if zoo_entry.vocab is None else torch.int64)
+    assert x.shape == (8, *zoo_entry.input_shape)
     assert_float64_eval(model)
     y = outputs(model, x)
     assert y.dim() == 2 and y.shape[0] == 8 and bool(torch.isfinite(y).all())
@@ -165,10 +169,11 @@ def test_extra_element_keeps_function_and_moves_parameters(
     assert relative_move(moved, model) > 0.01
 
 
-def test_only_the_asserting_cnn_defeats_symbolic_trace() -> None:
+def test_only_the_models_that_read_sizes_defeat_symbolic_trace() -> None:
+    """Asserts and unpacking on ``x.shape`` need concrete sizes; everything else traces."""
     for zoo_entry in ZOO:
         model, x, y, _ = built(zoo_entry.name, 0)
-        if zoo_entry.name == "asserting_cnn":
+        if zoo_entry.name in ("asserting_cnn", "vit_timm", "vit_lucidrains", "gpt_tied"):
             with pytest.raises(torch.fx.proxy.TraceError):
                 torch.fx.symbolic_trace(model)
         else:
@@ -217,3 +222,32 @@ def test_gelu_and_silu_units_take_no_sign_flip(name: str) -> None:
     e.scale(flip, rows=[layer], cols=[reader])
     assert relative(outputs(e.result(), x), y) > 1e-3
     assert_unchanged(model, before)
+
+
+# -- controls: a residual stream through LayerNorm permutes but does not scale ----------------
+
+
+@pytest.mark.parametrize("model_seed", MODEL_SEEDS[:2])
+def test_layernorm_stream_takes_no_per_feature_scale(model_seed: int) -> None:
+    """Scaling the stream's features (every writer, the class token and positions) changes
+    what LayerNorm computes: its mean and variance mix the features."""
+    model, x, y, before = built("vit_timm", model_seed)
+    e = Z._Moved(model, torch.Generator().manual_seed(0))
+    c = e.positive(model.norm.normalized_shape[0])
+    writers = ["patch_embed.proj"] + [
+        f"blocks.{i}.{n}" for i in (0, 1) for n in ("attn.proj", "mlp.fc2")
+    ]
+    e.scale(c, rows=writers)
+    for key in ("cls_token", "pos_embed"):
+        e.state[key] = e.state[key] * c
+    assert relative(outputs(e.result(), x), y) > 1e-3
+    assert_unchanged(model, before)
+
+
+def test_tied_output_layer_stays_tied() -> None:
+    model, x, y, _ = built("gpt_tied", 0)
+    assert model.head.weight is model.tok_emb.weight
+    moved = entry("gpt_tied").transform(model, torch.Generator().manual_seed(1))
+    assert moved.head.weight is moved.tok_emb.weight
+    assert not torch.equal(moved.tok_emb.weight, model.tok_emb.weight)
+    assert relative(outputs(moved, x), y) < KEEP_TOL

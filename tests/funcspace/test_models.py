@@ -16,6 +16,9 @@ from funcspace.models import (
     ResidualBlock,
     ResidualMLP,
     ResNet,
+    SelfAttention,
+    TransformerBlock,
+    VisionTransformer,
     build,
     lenet,
     vgg_small,
@@ -45,6 +48,25 @@ CASES: list[tuple[str, Callable[[int | None], nn.Module], tuple[int, ...]]] = [
     ("residual_mlp_d0", lambda s: ResidualMLP(64, 16, 0, 10, seed=s), (4, 1, 8, 8)),
     ("resnet", lambda s: ResNet(1, 10, seed=s), (2, 1, 8, 8)),
     ("resnet_nobn", lambda s: ResNet(3, 4, (4, 8, 8), 2, batchnorm=False, seed=s), (2, 3, 9, 9)),
+    ("vit_digits", lambda s: VisionTransformer(dim=8, heads=2, mlp_dim=12, seed=s), (4, 1, 8, 8)),
+    ("vit_flat", lambda s: VisionTransformer(dim=8, depth=1, heads=2, seed=s), (4, 64)),
+    (
+        "vit_cls_relu_torch",
+        lambda s: VisionTransformer(
+            dim=8, heads=4, pool="cls", activation="relu", attention="torch", seed=s
+        ),
+        (4, 1, 8, 8),
+    ),
+    (
+        "vit_signal",
+        lambda s: VisionTransformer((40,), patch_size=4, dim=8, heads=2, bias=False, seed=s),
+        (3, 40),
+    ),
+    (
+        "vit_rgb_d0",
+        lambda s: VisionTransformer((3, 6, 6), patch_size=3, dim=6, depth=0, heads=3, seed=s),
+        (2, 3, 6, 6),
+    ),
 ]
 IDS = [name for name, _, _ in CASES]
 BN_CASES = [
@@ -187,6 +209,7 @@ def test_no_inplace_relu():
         ("vgg_small", dict(in_channels=1, image_size=8)),
         ("residual_mlp", dict(in_features=64, width=8, depth=1, n_classes=10)),
         ("resnet", dict(in_channels=1, n_classes=10)),
+        ("vit", dict(input_shape=(1, 8, 8), dim=8, heads=2)),
     ],
 )
 def test_build_registry(name, kwargs):
@@ -225,6 +248,22 @@ def test_build_unknown_name_lists_known():
         (lambda: ResNet(1, 10, blocks_per_stage=0), "blocks_per_stage"),
         (lambda: ResidualBlock(4, activation="swish"), "unknown activation"),
         (lambda: BasicBlock(4, 4, stride=0), "stride"),
+        (lambda: VisionTransformer(dim=10, heads=4), r"heads=4 must divide dim=10"),
+        (
+            lambda: VisionTransformer(patch_size=3),
+            r"patch_size=3 does not divide .* 8.*\[1, 2, 4, 8\]",
+        ),
+        (lambda: VisionTransformer((1, 1, 8, 8)), "input_shape must be"),
+        (lambda: VisionTransformer((1, 0, 8)), r"input_shape\[1\]"),
+        (lambda: VisionTransformer(patch_size=0), "patch_size"),
+        (lambda: VisionTransformer(depth=-1), "depth"),
+        (lambda: VisionTransformer(mlp_dim=0), "mlp_dim"),
+        (lambda: VisionTransformer(activation="tanh"), "unknown activation 'tanh'"),
+        (lambda: VisionTransformer(pool="max"), "unknown pool 'max'"),
+        (lambda: VisionTransformer(attention="flash"), "unknown attention 'flash'"),
+        (lambda: VisionTransformer(seed=1.5), "seed"),
+        (lambda: SelfAttention(6, 4), "heads=4 must divide dim=6"),
+        (lambda: TransformerBlock(8, 2, 16, attention="torch", activation="swish"), "activation"),
     ],
 )
 def test_bad_arguments_raise(factory, match):
@@ -262,3 +301,109 @@ def test_batch_norm_is_the_deprecated_spelling_of_batchnorm():
         old = MLP(4, [8], 3, batch_norm=True, seed=0)
     new = MLP(4, [8], 3, batchnorm=True, seed=0)
     assert [type(m) for m in old.modules()] == [type(m) for m in new.modules()]
+
+
+# --- the vision transformer ----------------------------------------------------------------------
+
+
+def test_vit_tokens_are_patches_in_raster_order():
+    model = VisionTransformer((2, 4, 6), patch_size=2, dim=4, heads=1, seed=0)
+    x = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(1, 2, 4, 6)
+    tokens = model.patches(x)
+    assert tokens.shape == (1, 6, 8)
+    # token 4: patch row 1, column 1 (rows 2-3, columns 2-3), channel-major inside
+    assert torch.equal(tokens[0, 4], torch.cat([x[0, c, 2:4, 2:4].reshape(-1) for c in (0, 1)]))
+    assert torch.equal(model.patches(x.reshape(1, -1)), tokens)
+    signal = VisionTransformer((40,), patch_size=5, dim=4, heads=1, seed=0)
+    s = torch.arange(40.0).reshape(1, 40)
+    assert torch.equal(signal.patches(s)[0, 2], torch.arange(10.0, 15.0))
+
+
+def test_vit_seeded_init():
+    model = VisionTransformer(pool="cls", attention="torch", seed=0)
+    for token in (model.pos, model.cls_token):
+        assert token.abs().max() <= 0.04 and 0.01 < float(token.detach().std()) < 0.03
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            assert torch.equal(module.weight, torch.ones_like(module.weight))
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+        if isinstance(module, nn.MultiheadAttention):
+            assert torch.equal(module.in_proj_bias, torch.zeros_like(module.in_proj_bias))
+            assert torch.equal(module.out_proj.bias, torch.zeros_like(module.out_proj.bias))
+            bound = math.sqrt(6 / sum(module.in_proj_weight.shape))  # Xavier-uniform
+            assert 0.8 * bound < module.in_proj_weight.abs().max() <= bound
+
+
+def test_vit_hand_and_torch_attention_compute_the_same_function():
+    hand = VisionTransformer(dim=8, heads=2, seed=0).eval()
+    torch_mha = VisionTransformer(dim=8, heads=2, attention="torch", seed=1).eval()
+    state = {k: v for k, v in hand.state_dict().items() if ".attn." not in k}
+    for b, block in enumerate(hand.blocks):
+        a, p = block.attn, f"blocks.{b}.attn.mha."
+        state[p + "in_proj_weight"] = torch.cat([a.q.weight, a.k.weight, a.v.weight])
+        state[p + "in_proj_bias"] = torch.cat([a.q.bias, a.k.bias, a.v.bias])
+        state[p + "out_proj.weight"], state[p + "out_proj.bias"] = a.proj.weight, a.proj.bias
+    torch_mha.load_state_dict(state)
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        assert torch.allclose(hand(x), torch_mha(x), atol=1e-5)
+
+
+def test_vit_trains_on_digits_well_above_chance():
+    from funcspace import train
+    from funcspace.data import load
+    from funcspace.optim import AdamOptions
+
+    model = VisionTransformer(patch_size=4, dim=16, depth=1, heads=2, mlp_dim=32, seed=0)
+    result = train(model, load("digits"), AdamOptions(lr=1e-2), epochs=3, progress=False)
+    assert result.record.test_error[-1] < 0.5  # chance: 0.9
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"pool": "cls", "attention": "torch"}])
+def test_vit_symmetries_and_alignment(kwargs):
+    """Stream, heads, features inside heads and MLP units found; a moved copy is aligned back."""
+    C = pytest.importorskip("canonicalize")
+    from tests.canonicalize.test_properties import assert_same_normalized, assert_same_state
+
+    model = VisionTransformer(dim=8, depth=2, heads=2, mlp_dim=12, seed=0, **kwargs).double()
+    with torch.no_grad():  # off the symmetric initialization (unit LayerNorm gains, zero biases)
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) / p.shape[-1] ** 0.5)
+    model.eval()
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    spec = C.symmetries(model, x)
+    assert sum(g.kind == "heads" for g in spec.groups) == 2
+    stream = next(g for g in spec.groups if any(spec.sites[i].name == "embed" for i in g.sites))
+    names = {spec.sites[i].name for i in stream.sites}
+    assert {"pos", "norm", "blocks.1.mlp.2"} <= names
+    moved = C.random_transform(model, x, seed=3)
+    with torch.no_grad():
+        assert torch.allclose(moved(x), model(x), rtol=0, atol=1e-10)
+    assert_same_state(C.canonical_form(model, x), C.canonical_form(moved, x))
+    result = C.match(moved, model, x, method="weights")
+    assert_same_normalized(result.model, model, result.spec)
+
+
+def test_vit_batched_evaluation_and_linear_profile_match_a_loop():
+    import numpy as np
+
+    import paths
+    from funcspace import evaluate
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 64, generator=gen), torch.randint(0, 10, (40,), generator=gen)
+    a = VisionTransformer(dim=8, heads=2, seed=0).eval()
+    b = VisionTransformer(dim=8, heads=2, seed=1).eval()
+    ts = np.linspace(0, 1, 5)
+    prof = paths.profile(paths.linear(a, b), (x, y), t=ts)
+    mid = VisionTransformer(dim=8, heads=2, seed=0).eval()
+    sa, sb = a.state_dict(), b.state_dict()
+    for i, t in enumerate(ts):
+        mid.load_state_dict({k: (1 - t) * sa[k] + t * sb[k] for k in sa})
+        with torch.no_grad():
+            loss = nn.functional.cross_entropy(mid(x), y)
+        assert abs(prof.values["loss"][i] - float(loss)) < 1e-5
+    looped = evaluate([a, b], (x, y), strategy="loop")
+    batched = evaluate([a, b], (x, y), strategy="vmap")
+    assert np.allclose(looped.loss, batched.loss, atol=1e-5)

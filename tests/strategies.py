@@ -422,28 +422,31 @@ class TinyTransformer(nn.Module):
 # (every pair of values of any two factors appears in each half), every fourth two blocks deep.
 # Columns: attention ("hand": matmul with an optional causal mask; "sdpa": hand-written around
 # F.scaled_dot_product_attention; "packed": nn.MultiheadAttention), norm, pre-norm, heads,
-# width per head (x2 for one head), biases, feed-forward activation, causal, token ids.
+# width per head (x2 for one head), biases, feed-forward activation, causal, token ids. A
+# LayerNorm stream is at least 4 wide: over 2 features LayerNorm outputs one of two vectors up to
+# eps, every unit after it is an affine function of one number, and activation matching cannot
+# tell such units apart (weights can).
 TRANSFORMER_CONFIGS = (
     ("hand", "rmsnorm", True, 2, 2, False, "relu", True, False),
     ("packed", "hand_rmsnorm", False, 4, 1, True, "gelu", True, True),
     ("sdpa", "layernorm", False, 1, 2, False, "relu", False, True),
-    ("hand", "layernorm", True, 1, 1, True, "gelu", False, False),
+    ("hand", "layernorm", True, 1, 2, True, "gelu", False, False),
     ("packed", "hand_rmsnorm", True, 4, 2, False, "relu", False, False),
     ("sdpa", "rmsnorm", False, 2, 1, True, "gelu", False, True),
     ("sdpa", "layernorm", True, 4, 2, True, "relu", True, True),
     ("packed", "rmsnorm", False, 1, 2, False, "gelu", True, False),
     ("hand", "hand_rmsnorm", False, 2, 1, False, "relu", True, True),
-    ("packed", "layernorm", False, 2, 1, False, "gelu", False, False),
+    ("packed", "layernorm", False, 2, 2, False, "gelu", False, False),
     ("sdpa", "hand_rmsnorm", True, 1, 2, False, "gelu", True, False),
     ("hand", "rmsnorm", False, 4, 2, True, "relu", False, False),
     ("packed", "hand_rmsnorm", True, 4, 1, True, "relu", False, False),
     ("hand", "layernorm", False, 1, 2, True, "gelu", True, True),
     ("sdpa", "rmsnorm", True, 2, 2, False, "gelu", False, True),
-    ("sdpa", "layernorm", False, 2, 1, False, "relu", True, False),
+    ("sdpa", "layernorm", False, 2, 2, False, "relu", True, False),
     ("packed", "hand_rmsnorm", False, 4, 2, False, "gelu", True, True),
     ("hand", "rmsnorm", True, 1, 1, False, "relu", False, False),
     ("sdpa", "rmsnorm", False, 4, 1, True, "relu", False, True),
-    ("packed", "layernorm", True, 2, 1, True, "gelu", True, False),
+    ("packed", "layernorm", True, 2, 2, True, "gelu", True, False),
     ("sdpa", "hand_rmsnorm", False, 1, 2, True, "relu", False, False),
     ("packed", "rmsnorm", False, 1, 1, True, "gelu", True, True),
     ("hand", "layernorm", False, 4, 2, True, "relu", False, True),

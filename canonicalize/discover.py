@@ -376,11 +376,7 @@ class Walk(StructureOps, AttentionOps, TokenOps):
         if isinstance(module, ops.SOFTMAX_MODULES):
             return self.softmax(node, value, module.dim, shape)
         if isinstance(module, nn.Flatten):
-            if value.axes != (1,) and not inert(value):
-                return self.reshape(node, value, shape)
-            if module.start_dim != 1 or module.end_dim not in (-1, len(value.shape) - 1):
-                return self.reshape(node, value, shape)  # a merge of other axes (tokens)
-            return self.flatten(node, self.on_axis(value, 1, node), shape)
+            return self.flatten_dims(node, value, module.start_dim, module.end_dim, shape)
         if isinstance(module, nn.Unflatten):
             return self.reshape(node, value, shape)
         kind = ops.module_kind(module)
@@ -583,6 +579,16 @@ class Walk(StructureOps, AttentionOps, TokenOps):
         return Value(chans, value.block, shape)
 
     # --- structure -----------------------------------------------------------------------
+    def flatten_dims(self, node: fx.Node, value: Value, start: int, end: int, shape) -> Value:
+        """``flatten(start, end)`` in any form: ``flatten(1)`` of a channel axis makes blocks of
+        its channels; any other merge (of token or spatial axes, timm's ``flatten(2)``) is a
+        reshape, supported where it keeps the feature axes whole."""
+        if value.axes != (1,) and not inert(value):
+            return self.reshape(node, value, shape)
+        if start != 1 or end not in (-1, len(value.shape) - 1):
+            return self.reshape(node, value, shape)
+        return self.flatten(node, self.on_axis(value, 1, node), shape)
+
     def flatten(self, node: fx.Node, value: Value, shape) -> Value:
         spatial = math.prod(value.shape[2:])
         shift = self.shift_of(node.args[0]) if spatial == 1 else ()
@@ -942,11 +948,7 @@ class Walk(StructureOps, AttentionOps, TokenOps):
             value = self.value(node.args[0], node)
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-            if value.axes != (1,) and not inert(value):
-                return self.reshape(node, value, shape)
-            if start != 1 or end not in (-1, len(value.shape) - 1):
-                return self.reshape(node, value, shape)  # a merge of other axes (tokens)
-            return self.flatten(node, self.on_axis(value, 1, node), shape)
+            return self.flatten_dims(node, value, start, end, shape)
         if target in (torch.reshape, torch.squeeze, torch.unsqueeze):
             return self.reshape(node, self.value(node.args[0], node), shape)
         if target in (torch.mean, torch.sum, torch.amax, *ops.EVEN_REDUCTION_FUNCTIONS):
@@ -1024,11 +1026,7 @@ class Walk(StructureOps, AttentionOps, TokenOps):
         if method == "flatten":
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-            if value.axes != (1,) and not inert(value):
-                return self.reshape(node, value, shape)
-            if start != 1 or end not in (-1, len(value.shape) - 1):
-                return self.reshape(node, value, shape)  # a merge of other axes (tokens)
-            return self.flatten(node, self.on_axis(value, 1, node), shape)
+            return self.flatten_dims(node, value, start, end, shape)
         if method in ("view", "reshape", "squeeze", "unsqueeze", "view_as", "reshape_as"):
             return self.reshape(node, value, shape)
         if method in ("softmax", "log_softmax"):

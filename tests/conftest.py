@@ -6,6 +6,7 @@ replays exactly on any machine with ``HYPOTHESIS_PROFILE=ci``.
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -28,3 +29,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # Two threads match the CI machine; fewer threads also keep tiny models fast.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def int8_calls(monkeypatch):
+    """Every call of the evaluation engine's int8 op in this test: whether it ran in int8."""
+    import funcspace.evaluation.stacked as stacked
+
+    calls = []
+    real = stacked.int8_linear
+
+    def recording(h, weight, *, row):
+        out = real(h, weight, row=row)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(stacked, "int8_linear", recording)
+    return calls

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import funcspace.evaluation.int8 as core
-import funcspace.evaluation.stacked as stacked
 from binary import (
     binary_cnn,
     binary_mlp,
@@ -27,21 +26,6 @@ from tests.strategies import randomize_batchnorm
 needs_int8 = pytest.mark.skipif(
     not core.int8_supported("cpu"), reason="torch._int_mm does not run on this CPU"
 )
-
-
-@pytest.fixture
-def spy(monkeypatch):
-    """Every call of the engine's int8 op: whether it ran in int8."""
-    calls = []
-    real = stacked.int8_linear
-
-    def recording(h, weight, *, row):
-        out = real(h, weight, row=row)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(stacked, "int8_linear", recording)
-    return calls
 
 
 def mnist_like(d=24, n=300, classes=4, seed=0):
@@ -73,7 +57,7 @@ def modes(settings: Settings) -> tuple[Settings, Settings]:
 @needs_int8
 @pytest.mark.parametrize("batchnorm", ["interpolate", "recalibrate"])
 @pytest.mark.parametrize("chunk", [None, 1, 4])
-def test_hamming_profiles_of_deep_mlps_are_bit_exact(batchnorm, chunk, spy):
+def test_hamming_profiles_of_deep_mlps_are_bit_exact(batchnorm, chunk, int8_calls):
     a, b = mlp_pair()
     data = mnist_like()
     t = np.linspace(0, 1, 17)
@@ -81,12 +65,12 @@ def test_hamming_profiles_of_deep_mlps_are_bit_exact(batchnorm, chunk, spy):
     for seed in (0, 1):
         path = hamming_path(a, b, seed=seed, align=False)
         got = profile(path, data, t=t, batchnorm=batchnorm, settings=fast)
-        spy_count = len(spy)
+        seen = len(int8_calls)
         want = profile(path, data, t=t, batchnorm=batchnorm, settings=plain)
-        assert len(spy) == spy_count  # "never" does not try
+        assert len(int8_calls) == seen  # "never" does not try
         for metric in ("error", "loss"):
             assert np.array_equal(got.values[metric], want.values[metric])
-    assert spy and all(spy)  # every point of the path is binary: int8 everywhere
+    assert int8_calls and all(int8_calls)  # every point of the path is binary: int8 everywhere
 
 
 @needs_int8
@@ -99,19 +83,19 @@ def test_evaluated_layers_of_an_exported_mlp():
 
 
 @needs_int8
-def test_local_energy_of_a_deep_mlp_is_bit_exact(spy):
+def test_local_energy_of_a_deep_mlp_is_bit_exact(int8_calls):
     a, _ = mlp_pair()
     data = mnist_like()
     fast, plain = modes(Settings(metrics=("error",)))
     got = local_energy(a, data, fractions=(0.0, 0.05, 0.2), samples=6, seed=3, settings=fast)
     want = local_energy(a, data, fractions=(0.0, 0.05, 0.2), samples=6, seed=3, settings=plain)
     assert np.array_equal(got.perturbed["error"], want.perturbed["error"])
-    assert got.base == want.base and spy and all(spy)
+    assert got.base == want.base and int8_calls and all(int8_calls)
 
 
 @needs_int8
 @pytest.mark.parametrize("output", ["sum", "majority"])
-def test_committee_barriers_are_bit_exact(output, spy):
+def test_committee_barriers_are_bit_exact(output, int8_calls):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 45, generator=g)
     teacher = export(committee(45, 5, output=output, seed=9)).eval()
@@ -124,7 +108,7 @@ def test_committee_barriers_are_bit_exact(output, spy):
     for mine, theirs in zip(got.barriers, want.barriers, strict=True):
         assert np.array_equal(mine.profile_t, theirs.profile_t)
         assert np.array_equal(mine.profile_values, theirs.profile_values)
-    assert spy and all(spy)
+    assert int8_calls and all(int8_calls)
     # the vote (a +-1 layer reading the hidden signs) runs in int8; a sum's readout reads
     # integers, not signs, and stays in float
     layers = evaluate(a, (x, y), int8="always").int8_layers
@@ -132,7 +116,7 @@ def test_committee_barriers_are_bit_exact(output, spy):
 
 
 @needs_int8
-def test_tree_committees_and_cnns_stay_in_float(spy):
+def test_tree_committees_and_cnns_stay_in_float(int8_calls):
     """Convolutions (a tree committee's grouped 1x1, a CNN's stages) are no chain: the
     generic strategies run them in float."""
     g = torch.Generator().manual_seed(0)
@@ -145,24 +129,24 @@ def test_tree_committees_and_cnns_stay_in_float(spy):
         fast = evaluate(nets, data, int8="always")
         assert fast.strategy != "stacked" and fast.int8_layers == ()
         assert same(fast, evaluate(nets, data, int8="never"))
-    assert not spy
+    assert not int8_calls
 
 
 @needs_int8
-def test_latent_real_weights_stay_in_float(spy):
+def test_latent_real_weights_stay_in_float(int8_calls):
     """The training model (BinaryLinear, latent weights) is no plain chain, and its exported
     layers holding latent values fall back at run time: float either way, same numbers."""
     model = binary_mlp(24, (16, 15), 4, batchnorm=False, seed=0).eval()
     data = mnist_like()
     fast = evaluate(model, data, int8="always")
-    assert fast.int8_layers == () and not spy
+    assert fast.int8_layers == () and not int8_calls
     latent = export(model)
     with torch.no_grad():
         for name, module in latent.named_modules():
             if isinstance(module, torch.nn.Linear):
                 module.weight.copy_(getattr(model, name).weight)  # the latent values
     fast = evaluate(latent, data, int8="always")
-    assert fast.int8_layers == () and spy and not any(spy)
+    assert fast.int8_layers == () and int8_calls and not any(int8_calls)
     assert same(fast, evaluate(latent, data, int8="never"))
 
 

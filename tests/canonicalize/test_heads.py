@@ -26,7 +26,7 @@ import canonicalize as C
 from canonicalize.heads import _directions, balanced_factors
 from canonicalize.verify import eval_outputs, relative_difference
 from tests.canonicalize.test_properties import assert_same_normalized, assert_same_state
-from tests.canonicalize.test_transformers import move
+from tests.canonicalize.test_transformers import TOKENS, _model, move
 from tests.strategies import HandAttention, TinyTransformer, group_seeds, transformers
 
 # --- a group element of the heads, written by hand ---------------------------------------------
@@ -174,18 +174,6 @@ def test_float32_transformers_agree_to_float32_rounding(heads, seed):
 
 
 # --- exact small cases ---------------------------------------------------------------------------
-
-
-def _model(**config) -> TinyTransformer:
-    model = TinyTransformer(**config).double()
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64))
-    return model.eval()
-
-
-TOKENS = torch.tensor([[1, 2, 3, 4], [0, 6, 5, 2], [3, 3, 1, 0]])
 
 
 def _swap_heads(model: TinyTransformer, order: tuple[int, ...]) -> TinyTransformer:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import funcspace.evaluation.int8 as core
-import funcspace.evaluation.stacked as stacked
 from canonicalize import Sign
 from funcspace.errors import FuncspaceError
 from funcspace.evaluation import INT8_MODES, Evaluation, Settings, evaluate, evaluate_affine
@@ -182,28 +181,14 @@ def test_random_binary_mlps_forced_int8_equals_float(case, k, chunk):
 # --------------------------------------------------------------------------- fall-backs
 
 
-def spy(monkeypatch):
-    """Record, for every call of the engine's int8 op, whether it ran in int8."""
-    calls = []
-    real = stacked.int8_linear
-
-    def recording(h, weight, *, row):
-        out = real(h, weight, row=row)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(stacked, "int8_linear", recording)
-    return calls
-
-
 @needs_int8
-def test_real_valued_weights_fall_back_to_float(monkeypatch):
+def test_real_valued_weights_fall_back_to_float(int8_calls):
     """Latent real weights at some points: their chunks run in float, the others in int8."""
     nets = flipped_copies(binary_net(), 4)
     with torch.no_grad():
         nets[2][3].weight.mul_(0.75)  # one layer of one point is real-valued
     x, y = data()
-    calls = spy(monkeypatch)
+    calls = int8_calls
     fast = evaluate(nets, (x, y), chunk=2, int8="always")
     plain = evaluate(nets, (x, y), chunk=2, int8="never")
     assert same(fast, plain)
@@ -212,10 +197,10 @@ def test_real_valued_weights_fall_back_to_float(monkeypatch):
 
 
 @needs_int8
-def test_inputs_that_are_not_signs_fall_back_to_float(monkeypatch):
+def test_inputs_that_are_not_signs_fall_back_to_float(int8_calls):
     nets = flipped_copies(binary_net(sign=HalfSign), 3)
     x, y = data()
-    calls = spy(monkeypatch)
+    calls = int8_calls
     fast = evaluate(nets, (x, y), int8="always")
     assert same(fast, evaluate(nets, (x, y), int8="never"))
     assert fast.int8_layers == () and calls and not any(calls)
@@ -243,7 +228,7 @@ def test_nan_inputs_are_never_hidden_by_int8():
 
 
 @needs_int8
-def test_line_between_binary_networks_uses_int8_where_its_weights_allow(monkeypatch):
+def test_line_between_binary_networks_uses_int8_where_its_weights_allow(int8_calls):
     """On the straight line from a to b the weights are +-1 at the ends, -1/0/+1 at the
     midpoint (where a and b differ they cancel) and real-valued (+-0.5) at t = 1/4."""
     a, b = flipped_copies(binary_net(batchnorm=False), 2)
@@ -251,7 +236,7 @@ def test_line_between_binary_networks_uses_int8_where_its_weights_allow(monkeypa
     step = {n: pb[n] - pa[n] for n in pa}
     t = torch.tensor([[0.0], [0.25], [0.5], [1.0]])
     x, y = data()
-    calls = spy(monkeypatch)
+    calls = int8_calls
     fast = evaluate_affine(a, pa, [step], t, (x, y), chunk=1, int8="always")
     plain = evaluate_affine(a, pa, [step], t, (x, y), chunk=1, int8="never")
     assert fast.first_layer_reuse and same(fast, plain)
@@ -259,13 +244,13 @@ def test_line_between_binary_networks_uses_int8_where_its_weights_allow(monkeypa
 
 
 @needs_int8
-def test_other_strategies_and_half_precision_stay_in_float(monkeypatch):
+def test_other_strategies_and_half_precision_stay_in_float(int8_calls):
     nets = flipped_copies(binary_net(), 3)
     x, y = data()
     for strategy in ("loop", "vmap"):
         result = evaluate(nets, (x, y), strategy=strategy, int8="always")
         assert result.int8_layers == ()
-    calls = spy(monkeypatch)
+    calls = int8_calls
     half = [n.to(torch.bfloat16) for n in nets]
     assert evaluate(half, (x, y), int8="always").int8_layers == () and not calls
 
